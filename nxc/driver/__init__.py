@@ -1,0 +1,1 @@
+"""The driver: Machine objects over transports, scripted and interactive scenarios."""
