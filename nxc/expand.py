@@ -45,9 +45,7 @@ def node_mac(ordinal: int) -> str:
     """Locally administered, deterministic MAC for the experiment NIC of node ``ordinal``."""
     if not 0 <= ordinal < 1 << 24:
         raise ValueError(f"node ordinal {ordinal} out of range")
-    return "52:54:00:{:02x}:{:02x}:{:02x}".format(
-        (ordinal >> 16) & 0xFF, (ordinal >> 8) & 0xFF, ordinal & 0xFF
-    )
+    return f"52:54:00:{(ordinal >> 16) & 0xFF:02x}:{(ordinal >> 8) & 0xFF:02x}:{ordinal & 0xFF:02x}"
 
 
 def expand(

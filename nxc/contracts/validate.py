@@ -34,7 +34,7 @@ def _field_path(error: ValidationError) -> str:
 
 
 def _best_error(errors: list[ValidationError]) -> ValidationError:
-    best = jsonschema.exceptions.best_match(errors)
+    best: ValidationError | None = jsonschema.exceptions.best_match(errors)
     assert best is not None
     return best
 
