@@ -105,6 +105,14 @@ def init(template: str, list_templates: bool, force: bool, directory: str) -> No
     "--override-input", nargs=2, multiple=True, metavar="INPUT FLAKEREF",
     help="Pass --override-input to nix (e.g. nixpkgs path:/local/nixpkgs).",
 )  # fmt: skip
+@click.option(
+    "--param", "params", multiple=True, metavar="NAME=VALUE",
+    help="Override a composition parameter (VALUE is JSON, else a string).",
+)  # fmt: skip
+@click.option(
+    "--param-file", type=click.Path(path_type=Path),
+    help="JSON or YAML file of parameter overrides (--param wins).",
+)  # fmt: skip
 def build(
     project_dir: str | None,
     flavour: str | None,
@@ -113,6 +121,8 @@ def build(
     show_trace: bool,
     offline: bool,
     override_input: tuple[tuple[str, str], ...],
+    params: tuple[str, ...],
+    param_file: Path | None,
 ) -> None:
     """Build the composition with Nix into a flavour and record the result.
 
@@ -121,19 +131,15 @@ def build(
       nxc build                          # default composition, vm-ramdisk
       nxc build -f g5k-ramdisk
       nxc build -C webserver::docker --show-trace
+      nxc build --param clients=8 --param-file params.yaml
     """
-    from nxc import nixbuild
     from nxc.flavours import DEFAULT_FLAVOUR, FLAVOURS
 
-    project = _project(project_dir)
-    if list_outputs:
-        for name in nixbuild.list_outputs(project.root):
-            click.echo(name)
-        return
     if flavour is not None and flavour not in FLAVOURS:
         raise NxcError(f"unknown flavour '{flavour}' (known: {', '.join(FLAVOURS)})")
-    if output is None:
-        output = nixbuild.default_output(project.root, flavour or DEFAULT_FLAVOUR)
+    from nxc import nixbuild
+
+    project = _project(project_dir)
     extra: list[str] = []
     if show_trace:
         extra.append("--show-trace")
@@ -141,8 +147,17 @@ def build(
         extra.append("--offline")
     for name, ref in override_input:
         extra += ["--override-input", name, ref]
+    parameters = _parse_parameters(params, param_file)
+    if list_outputs:
+        for name in nixbuild.list_outputs(project.root, extra_args=extra):
+            click.echo(name)
+        return
+    if output is None:
+        output = nixbuild.default_output(project.root, flavour or DEFAULT_FLAVOUR, extra)
     with _status(f"building {output}") as update:
-        result = nixbuild.build(project.root, output, extra_args=extra, progress=update)
+        result = nixbuild.build(
+            project.root, output, extra_args=extra, progress=update, parameters=parameters or None
+        )
     from nxc.contracts import Manifest
 
     manifest = Manifest.load(result.manifest)
@@ -151,6 +166,34 @@ def build(
     click.echo(f"built {output}: {result.out_path}")
     for role in manifest.roles.values():
         click.echo(f"  role {role.name}: {role.quantity} node(s) by default")
+
+
+def _parse_parameters(values: tuple[str, ...], path: Path | None) -> dict[str, Any]:
+    import json
+
+    import yaml
+
+    parameters: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except OSError as exc:
+            raise NxcError(f"{path}: cannot read parameter file: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            first = str(exc).splitlines()[0]
+            raise NxcError(f"{path}: malformed parameter file: {first}") from None
+        if not isinstance(loaded, dict):
+            raise NxcError(f"{path}: a parameter file must be a mapping of name: value")
+        parameters.update(loaded)
+    for value in values:
+        name, sep, raw = value.partition("=")
+        if not sep or not name.strip():
+            raise NxcError(f"--param {value!r}: expected NAME=VALUE")
+        try:
+            parameters[name.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            parameters[name.strip()] = raw
+    return parameters
 
 
 def _parse_resource(values: tuple[str, ...], what: str) -> dict[str, int]:
@@ -201,7 +244,7 @@ def start(
       nxc start --memory 512 --cpus server=2 -I
     """
     from nxc import session
-    from nxc.expand import parse_role_overrides
+    from nxc.expand import parse_role_overrides, role_quantities
     from nxc.flavours import StartOptions
 
     overrides = parse_role_overrides(roles)
@@ -213,6 +256,7 @@ def start(
     )
     project = _project(project_dir)
     manifest = session.manifest_for(project, flavour, manifest_path)
+    role_quantities(manifest, overrides)  # bad -r values fail before anything starts
     with project.lock(), _status(f"starting {manifest.composition} ({manifest.flavour})") as up:
         current = session.start(project, manifest, overrides, options, progress=up)
     nodes = current.deployment.nodes

@@ -1,0 +1,43 @@
+# Flake checks, for machines with network access (nixpkgs) and KVM:
+#   nix flake check -L
+# For every NixOS template: build every flavour; boot the vm-ramdisk build and
+# run its testScript with nxc inside the build sandbox. The selftest template is
+# left out: it is built from the host's packages (impure), which a sandboxed
+# build cannot see; CI covers it on Debian.
+{ nixpkgs, system, lib, nxc, templateDir, templateNames }:
+let
+  pkgs = nixpkgs.legacyPackages.${system};
+  nixosTemplates = builtins.filter (n: n != "selftest") templateNames;
+
+  composed = name: (lib.compose {
+    inherit nixpkgs system name;
+    composition = templateDir + "/${name}/composition.nix";
+  }).packages.${system};
+
+  buildAll = name:
+    let outputs = composed name;
+    in pkgs.linkFarm "nxc-check-${name}-build"
+      (map (o: { name = builtins.replaceStrings [ "::" ] [ "-" ] o; path = outputs.${o}; }) (builtins.attrNames outputs));
+
+  runTest = name:
+    let built = (composed name)."${name}::vm-ramdisk";
+    in pkgs.runCommand "nxc-check-${name}-vm" {
+      nativeBuildInputs = [ nxc pkgs.qemu pkgs.vde2 pkgs.openssh ];
+      requiredSystemFeatures = [ "kvm" "nixos-test" ];
+    } ''
+      export HOME=$TMPDIR
+      mkdir -p project && cd project
+      echo '{ outputs = { self }: { }; }' > flake.nix
+      nxc start -m ${built}/manifest.json
+      status=0
+      nxc driver -t || status=$?
+      nxc stop
+      mkdir -p $out
+      cp -r nxc/runs $out/ 2>/dev/null || true
+      exit $status
+    '';
+in
+builtins.listToAttrs (builtins.concatMap (n: [
+  { name = "${n}-build"; value = buildAll n; }
+  { name = "${n}-vm"; value = runTest n; }
+]) nixosTemplates)

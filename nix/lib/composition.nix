@@ -1,0 +1,119 @@
+# Composition normalisation. A composition is an attribute set, or a function
+# taking { parameters, name, system, imageKind, … } (it gets only the
+# arguments it names), or a path to a file holding either. It returns:
+#
+#   {
+#     description = "…";                 # optional
+#     parameters = { clients = 2; };     # optional: defaults, overridable
+#     roles = {
+#       server = { pkgs, ... }: { services.nginx.enable = true; };   # a module: quantity 1
+#       client = {                                                  # or a role spec
+#         quantity = parameters.clients; # default count (nxc start -r client=N changes it)
+#         resources = { memory_mb = 1024; cpus = 2; };
+#         module = { pkgs, ... }: { environment.systemPackages = [ pkgs.curl ]; };
+#         # modules = [ … ];            # several modules instead of one
+#       };
+#     };
+#     common = { … };                    # optional: a module every role imports
+#     testScript = ./test.py;            # optional: Python text or a file
+#     topology = { … };                  # optional: network model (nxc_topology 1)
+#   }
+#
+# For imageKind "selftest" roles are not NixOS modules: a role spec's other keys
+# (e.g. `startup`) go to nix/selftest as the role description.
+#
+# `parameters` is a fixed point: the function receives the final values while its
+# result declares the defaults. So the result's shape (its attribute names)
+# must not depend on parameters; values may.
+let
+  util = import ./util.nix;
+  naming = import ./naming.nix;
+  params = import ./parameters.nix;
+  topo = import ./topology.nix;
+
+  specKeys = [ "quantity" "module" "modules" "resources" ];
+  knownKeys = [ "description" "parameters" "roles" "common" "testScript" "topology" "name" ];
+in
+rec {
+  load = c: if builtins.isPath c || builtins.isString c then import c else c;
+
+  # Evaluate a composition with parameter overrides; returns the raw result and
+  # the final parameters.
+  evaluate = { name, composition, overrides ? { }, args ? { } }:
+    let
+      where = "composition '${name}'";
+      f = load composition;
+      result =
+        if builtins.isFunction f then util.callWith (args // { inherit name; parameters = final; }) f
+        else if builtins.isAttrs f then f
+        else util.fail where "must be an attribute set or a function returning one, got ${builtins.typeOf f}";
+      declared = result.parameters or { };
+      final = params.merge { inherit where declared; overrides = params.relevant declared overrides; };
+    in { inherit result final; };
+
+  normaliseResources = where: r:
+    let
+      extra = builtins.removeAttrs r [ "memory_mb" "cpus" ];
+      check = key: min: max:
+        if !(r ? ${key}) then { }
+        else if builtins.isInt r.${key} && r.${key} >= min && r.${key} <= max then { ${key} = r.${key}; }
+        else util.fail where "resources.${key} must be a whole number in ${toString min}..${toString max}";
+    in
+    if !(builtins.isAttrs r) then util.fail where "resources must be { memory_mb = …; cpus = …; }"
+    else if extra != { } then util.fail where "unknown resource '${builtins.head (builtins.attrNames extra)}' (known: memory_mb, cpus)"
+    else check "memory_mb" 96 1048576 // check "cpus" 1 64;
+
+  # A role is a module (function, path or attribute set of options) or a spec
+  # with quantity/module/modules/resources. For selftest every attribute set is
+  # a spec.
+  normaliseRole = { where, imageKind }: roleName: value:
+    let
+      here = "${where}: role '${roleName}'";
+      isSpec = builtins.isAttrs value && (imageKind == "selftest" || builtins.any (k: value ? ${k}) specKeys);
+      spec = if isSpec then value else { module = value; };
+      modules =
+        (if spec ? module then [ spec.module ] else [ ])
+        ++ (if spec ? modules then (if builtins.isList spec.modules then spec.modules else util.fail here "`modules` must be a list") else [ ]);
+    in
+    builtins.seq (naming.checkName "${where}: role name" roleName) {
+      name = roleName;
+      quantity = naming.checkQuantity here (spec.quantity or 1);
+      resources = normaliseResources here (spec.resources or { });
+      inherit modules;
+      # What the selftest builder gets: the spec without the generic keys.
+      selftest = builtins.removeAttrs spec specKeys // { name = roleName; };
+    };
+
+  normaliseTestScript = where: t:
+    if t == null then null
+    else if builtins.isString t then t
+    else if builtins.isPath t then builtins.readFile t
+    else util.fail where "testScript must be a string, a path to a file, or null";
+
+  # normalise { name; composition; overrides ? {}; imageKind ? "nixos"; args ? {} }
+  normalise = { name, composition, overrides ? { }, imageKind ? "nixos", args ? { } }:
+    let
+      where = "composition '${name}'";
+      ev = evaluate { inherit name composition overrides; args = args // { inherit imageKind; }; };
+      r = ev.result;
+      unknown = builtins.filter (k: !(builtins.elem k knownKeys)) (builtins.attrNames r);
+      roles = builtins.mapAttrs (normaliseRole { inherit where imageKind; }) (r.roles or { });
+      roleNames = builtins.attrNames roles;
+      quantities = builtins.mapAttrs (_: role: role.quantity) roles;
+      clashes = naming.nameClashes quantities;
+    in
+    builtins.seq (naming.checkName "composition name" name) (
+      if !(builtins.isAttrs r) then util.fail where "must evaluate to an attribute set"
+      else if unknown != [ ] then util.fail where "unknown attribute '${builtins.head unknown}' (known: ${util.joinNames knownKeys})"
+      else if !(r ? roles) || !(builtins.isAttrs r.roles) || r.roles == { } then util.fail where "`roles` must be a non-empty attribute set of roles"
+      else if clashes != [ ] then util.fail where "two roles would both have a node named '${builtins.head clashes}': rename one of the roles"
+      else builtins.deepSeq (map (role: role.resources) (builtins.attrValues roles)) {
+        inherit name roles roleNames quantities imageKind;
+        description = r.description or "";
+        parameters = ev.final;
+        declaredParameters = builtins.attrNames (r.parameters or { });
+        common = if r ? common then (if builtins.isList r.common then r.common else [ r.common ]) else [ ];
+        testScript = normaliseTestScript where (r.testScript or null);
+        topology = topo.normalise { inherit where; roles = roleNames; topology = r.topology or null; };
+      });
+}

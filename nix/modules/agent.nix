@@ -1,0 +1,54 @@
+# The nxc agent as a systemd unit: contextualisation from the deployment in
+# stage 2 (never in stage 1), backdoor shell on a virtio console for VMs,
+# readiness line with the boot id on the console.
+{ config, lib, pkgs, ... }:
+let
+  cfg = config.nxc.agent;
+  agent = pkgs.runCommand "nxc-agent" { } ''
+    install -Dm755 ${cfg.source} $out/bin/nxc-agent
+    patchShebangs $out/bin/nxc-agent
+  '';
+in
+{
+  options.nxc.agent = {
+    enable = lib.mkEnableOption "the nxc agent (sets the node up from the deployment)" // { default = true; };
+    source = lib.mkOption {
+      type = lib.types.path;
+      description = "The agent script (nxc/agent/nxc-agent in the nxc source).";
+    };
+    extraArgs = lib.mkOption {
+      type = lib.types.listOf lib.types.str;
+      default = [ ];
+      description = "Arguments added to the agent's command line (e.g. --deployment file:/…).";
+    };
+  };
+
+  config = lib.mkIf cfg.enable {
+    systemd.services.nxc-agent = {
+      description = "nxc agent: set this node up from the deployment";
+      wantedBy = [ "multi-user.target" ];
+      # Name and address the experiment NIC before DHCP looks at interfaces,
+      # and install the deployment's keys before sshd reads them.
+      before = [ "network-pre.target" "dhcpcd.service" "sshd.service" "multi-user.target" ];
+      wants = [ "network-pre.target" ];
+      after = [ "systemd-udevd.service" "systemd-modules-load.service" "local-fs.target" ];
+      path = with pkgs; [ coreutils util-linux iproute2 gnugrep gnused gawk gzip kmod openssh procps findutils ];
+      serviceConfig = {
+        Type = "oneshot";
+        # The backdoor keeps running in this unit's cgroup after the agent's
+        # set-up is done.
+        RemainAfterExit = true;
+        # Docker (no kernel command line of its own): the runtime mounts
+        # /nxc-input/agent.env with NXC_AGENT_ARGS="--node … --deployment file:…".
+        EnvironmentFile = "-/nxc-input/agent.env";
+        # `up`: set the node up and print the ready line. sshd is a NixOS
+        # service here, so the agent only installs the keys (host key at
+        # /etc/ssh/ssh_host_ed25519_key, see base.nix); DHCP is dhcpcd's job.
+        ExecStart = "${agent}/bin/nxc-agent up --sshd none --mgmt none ${lib.escapeShellArgs cfg.extraArgs} $NXC_AGENT_ARGS";
+        StandardOutput = "journal+console";
+        StandardError = "journal+console";
+        TimeoutStartSec = "5min";
+      };
+    };
+  };
+}

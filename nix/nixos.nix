@@ -1,0 +1,34 @@
+# Build one role of a composition as NixOS for one flavour (needs nixpkgs).
+# Returns { artifacts; config; system }: artifacts in the manifest's per-role
+# form, set by the flavour module through `nxc.artifacts`.
+{ nixpkgs, system, flavour, composition, role, agent, extraModules ? [ ] }:
+let
+  nixosSystem =
+    if nixpkgs ? lib && nixpkgs.lib ? nixosSystem then nixpkgs.lib.nixosSystem
+    else args: import (nixpkgs + "/nixos/lib/eval-config.nix") args;
+
+  evaluated = nixosSystem {
+    inherit system;
+    specialArgs = {
+      # What a role module may want to know about its place in the composition.
+      nxcInfo = {
+        inherit flavour;
+        composition = composition.name;
+        role = role.name;
+        inherit (composition) parameters quantities;
+      };
+    };
+    modules = [
+      ./modules/default.nix
+      (./flavours + "/${flavour}.nix")
+      {
+        nxc = { composition = composition.name; role = role.name; inherit flavour; };
+        nxc.agent.source = agent;
+      }
+    ] ++ composition.common ++ extraModules ++ role.modules;
+  };
+in
+{
+  inherit (evaluated) config;
+  artifacts = evaluated.config.nxc.artifacts;
+}

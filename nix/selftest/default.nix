@@ -1,0 +1,51 @@
+# One selftest role's boot artifacts, built from the *host's* packages (Debian kernel,
+# busybox, iproute2, OpenSSH, kexec-tools…) for machines without nixpkgs.
+#
+#   import ./nix/selftest {
+#     name = "demo-server";                      # derivation name suffix
+#     agent = ./nxc/agent/nxc-agent;             # the node agent (a path: copied to the store)
+#     role = {
+#       startup = "busybox httpd -p 80 -h /srv";  # shell text run once the agent is ready
+#       packages = [ "/usr/bin/socat" ];           # extra host files (with their libraries)
+#       kernel_version = "6.1.0-56-amd64";         # optional; default: newest in /boot
+#       aslr = false;                              # true: keep address space randomisation
+#     };
+#   }
+#
+# $out holds `kernel` (copy of /boot/vmlinuz-*), `initrd` (gzip'd newc cpio),
+# `kernel-params` (what the runtime puts before console=… and the nxc.* parameters)
+# and `info.json`. The derivation is built with /bin/sh and host tools (sandbox off):
+# it is NOT reproducible (its inputs are whatever the host has installed). In an impure
+# evaluation a fingerprint of the host's package database is one of its inputs, so that
+# upgrading a host package rebuilds it; a pure evaluation (flakes) cannot read it.
+{ system ? "x86_64-linux", name, role ? { }, agent }:
+let
+  toStr = v: if builtins.isString v then v else toString v;
+  packages = map toStr (role.packages or [ ]);
+  badPackage = builtins.filter (p: builtins.substring 0 1 p != "/") packages;
+  startup = role.startup or "";
+  dpkgStatus = /var/lib/dpkg/status;
+  hostFingerprint =
+    if builtins ? currentTime && builtins.pathExists dpkgStatus
+    then builtins.hashFile "sha256" dpkgStatus
+    else "pure-evaluation";
+in
+assert builtins.isString startup
+  || throw "nix/selftest: role ${name}: `startup` must be shell text (a string)";
+assert badPackage == [ ]
+  || throw "nix/selftest: role ${name}: packages must be absolute paths of host files, not ${builtins.head badPackage}";
+builtins.derivation {
+  name = "nxc-selftest-${name}";
+  inherit system;
+  builder = "/bin/sh";
+  args = [ ./build.sh ];
+  inherit agent startup hostFingerprint;
+  roleName = role.name or name;
+  packages = builtins.concatStringsSep "\n" packages;
+  kernelVersion = role.kernel_version or "";
+  aslr = if role.aslr or false then "1" else "";
+  PATH = "/usr/sbin:/usr/bin:/sbin:/bin";
+  # Host tools only: nothing to substitute, nothing worth sending to a remote builder.
+  preferLocalBuild = true;
+  allowSubstitutes = false;
+}

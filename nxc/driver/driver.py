@@ -1,0 +1,732 @@
+"""The driver: a set of machines, scenarios run on them, their reports, and events.
+
+``Driver(machines, logger, out_dir, extra_globals)`` is what the CLI builds once the
+runtime has given one :class:`~nxc.driver.machine.Machine` per node. It offers:
+
+* :meth:`Driver.start_all` (parallel), :meth:`Driver.subtest`, :meth:`Driver.run_parallel`;
+* :meth:`Driver.run_script`: run a scenario (the composition's ``testScript`` or a
+  file) with every machine bound by name, and write ``report.json`` and ``report.xml``
+  (JUnit) to ``out_dir``;
+* events: nodes record named events as files under ``/run/nxc/events/<name>/`` (with
+  the tiny :data:`NXC_EVENT_SCRIPT` helper or by hand) and the scenario waits for them
+  across nodes with :meth:`Driver.wait_for_event` or :meth:`Driver.barrier`.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import datetime as dt
+import json
+import linecache
+import re
+import shlex
+import socket
+import sysconfig
+import time
+import traceback
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import nxc
+from nxc.driver.machine import (
+    BACKOFF_FACTOR,
+    BACKOFF_FIRST,
+    BACKOFF_MAX,
+    Machine,
+    machines_by_role,
+)
+from nxc.errors import MachineError, NxcError, WaitTimeout
+from nxc.log import Logger
+from nxc.log import log as default_log
+
+__all__ = [
+    "EVENTS_DIR",
+    "NXC_EVENT_SCRIPT",
+    "Driver",
+    "ErrorInfo",
+    "Event",
+    "SubtestResult",
+    "python_name",
+]
+
+T = TypeVar("T")
+
+# Where nodes keep their events: one directory per event name, one file per occurrence.
+EVENTS_DIR = "/run/nxc/events"
+
+# The node-side helper; the agent installs it as ``nxc-event`` on every node (and
+# Driver.install_event_helper can push it to nodes that lack it).
+NXC_EVENT_SCRIPT = r"""#!/bin/sh
+# nxc-event: named events between the nodes of an nxc experiment and its scenario.
+#
+#   nxc-event emit NAME [VALUE]        record one occurrence of NAME on this node
+#   nxc-event count NAME               print how many occurrences of NAME this node holds
+#   nxc-event wait NAME [N [SECONDS]]  wait until this node holds N occurrences of NAME
+#                                      (N default 1; give up with status 124 after
+#                                      SECONDS, default 900, 0 = never)
+#
+# An occurrence is a file $NXC_EVENTS_DIR/NAME/<node>.<unique> (default directory
+# /run/nxc/events) holding VALUE; names starting with "." are being written. The
+# scenario counts occurrences across nodes with driver.wait_for_event(NAME, N);
+# driver.barrier(NAME) waits for NAME on every node, then emits NAME.release on each,
+# so a node joins a barrier with: nxc-event emit NAME && nxc-event wait NAME.release
+set -eu
+dir=${NXC_EVENTS_DIR:-/run/nxc/events}
+die() { echo "nxc-event: $*" >&2; exit 2; }
+[ $# -ge 2 ] || die "usage: nxc-event emit NAME [VALUE] | count NAME | wait NAME [N [SECONDS]]"
+action=$1 name=$2
+case $name in ""|.*|*/*|*[!A-Za-z0-9._-]*) die "bad event name '$name'";; esac
+count() {
+  n=0
+  for f in "$dir/$name"/*; do [ -f "$f" ] && n=$((n + 1)); done
+  echo "$n"
+}
+case $action in
+  emit)
+    node=${NXC_NODE:-$(cat /etc/nxc/node 2>/dev/null || hostname)}
+    mkdir -p "$dir/$name"
+    tmp=$(mktemp "$dir/$name/.new.XXXXXX")
+    printf '%s\n' "${3-}" > "$tmp"
+    mv "$tmp" "$dir/$name/$node.${tmp##*.}"
+    ;;
+  count) count ;;
+  wait)
+    want=${3:-1} limit=${4:-900} start=$(date +%s)
+    while [ "$(count)" -lt "$want" ]; do
+      if [ "$limit" -gt 0 ] && [ $(($(date +%s) - start)) -ge "$limit" ]; then
+        echo "nxc-event: no $want '$name' event(s) after ${limit}s (have $(count))" >&2
+        exit 124
+      fi
+      sleep 0.2 2>/dev/null || sleep 1
+    done
+    ;;
+  *) die "unknown action '$action'" ;;
+esac
+"""
+
+_EVENT_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
+
+_NXC_DIR = str(Path(nxc.__file__).resolve().parent)
+_LIBRARY_DIRS = tuple(
+    {
+        str(Path(path).resolve())
+        for key in ("stdlib", "platstdlib", "purelib", "platlib")
+        if (path := sysconfig.get_paths().get(key))
+    }
+)
+
+_XML_INVALID = re.compile("[^\x09\x0a\x0d\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def python_name(name: str) -> str:
+    """A node name as a Python identifier (``web-1`` → ``web_1``)."""
+    cleaned = re.sub(r"[^A-Za-z0-9_]", "_", name)
+    return cleaned if cleaned and not cleaned[0].isdigit() else "_" + cleaned
+
+
+@dataclass(frozen=True)
+class Event:
+    """One occurrence of an event: found on ``node``, emitted by ``source``."""
+
+    name: str
+    node: str
+    source: str
+    value: str
+    id: str
+
+
+@dataclass(frozen=True)
+class ErrorInfo:
+    """Why a subtest or script failed; ``traceback`` keeps the scenario's frames only."""
+
+    type: str
+    message: str
+    traceback: str
+    kind: str  # "failure" (assertion, node command, wait) or "error" (anything else)
+
+    def to_json(self) -> dict[str, str]:
+        return {
+            "type": self.type,
+            "message": self.message,
+            "traceback": self.traceback,
+            "kind": self.kind,
+        }
+
+
+@dataclass
+class SubtestResult:
+    name: str
+    started_at: float  # epoch seconds
+    success: bool = True
+    duration: float = 0.0
+    error: ErrorInfo | None = None
+    log_from: int = 0
+    log_until: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "success": self.success,
+            "started_at": _iso(self.started_at),
+            "duration": round(self.duration, 3),
+            "error": self.error.to_json() if self.error else None,
+        }
+
+
+def _iso(epoch: float) -> str:
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).isoformat(timespec="milliseconds")
+
+
+def _is_internal(filename: str) -> bool:
+    try:
+        path = str(Path(filename).resolve())
+    except (OSError, ValueError):
+        return False
+    if path.startswith(_NXC_DIR + "/"):
+        return True
+    return any(path.startswith(lib + "/") for lib in _LIBRARY_DIRS)
+
+
+def _describe(exc: BaseException) -> str:
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+class Driver:
+    """Machines plus the means to run scenarios on them.
+
+    ``machines``: one per node (their ``out_dir`` defaults to the driver's);
+    ``logger``: defaults to :data:`nxc.log.log`; ``out_dir``: where reports and
+    copied files go; ``extra_globals``: more names for scenarios (``netem``,
+    ``deployment``…); ``events_dir``: the nodes' event directory (a relative path is
+    relative to each node's working directory, which local test nodes use to keep
+    their events apart).
+    """
+
+    def __init__(
+        self,
+        machines: Sequence[Machine],
+        logger: Logger | None = None,
+        out_dir: Path = Path("."),
+        extra_globals: dict[str, Any] | None = None,
+        *,
+        events_dir: str = EVENTS_DIR,
+    ) -> None:
+        self.machines: list[Machine] = list(machines)
+        self.logger = logger if logger is not None else default_log
+        self.out_dir = Path(out_dir)
+        self.extra_globals: dict[str, Any] = dict(extra_globals or {})
+        self.events_dir = events_dir
+        self.subtests: list[SubtestResult] = []
+        names = [machine.name for machine in self.machines]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise NxcError(f"several machines share a name: {', '.join(duplicates)}")
+        for machine in self.machines:
+            if machine.out_dir is None:
+                machine.out_dir = self.out_dir
+
+    # -- machines ------------------------------------------------------------------
+
+    def machine(self, name: str) -> Machine:
+        """The machine called ``name``."""
+        for machine in self.machines:
+            if machine.name == name:
+                return machine
+        known = ", ".join(m.name for m in self.machines) or "none"
+        raise NxcError(f"no node named {name!r} (nodes: {known})")
+
+    @property
+    def roles(self) -> dict[str, list[Machine]]:
+        """``{role: [machines of that role, by index]}``."""
+        return machines_by_role(self.machines)
+
+    def start_all(self, timeout: float = 120.0) -> None:
+        """Start every machine that is not running, in parallel."""
+        with self.logger.nested("starting all nodes"):
+            self.run_parallel(lambda m: m.start(timeout), what="start")
+
+    def run_parallel(
+        self,
+        fn: Callable[[Machine], T],
+        machines: Sequence[Machine] | None = None,
+        *,
+        what: str = "",
+    ) -> list[T]:
+        """Call ``fn(machine)`` for each machine concurrently; results in machine order.
+
+        Every call runs to completion; if some raised, the first exception (in machine
+        order) is raised with a note naming each other failure.
+        """
+        targets = list(self.machines if machines is None else machines)
+        label = what or getattr(fn, "__name__", "call")
+        names = ", ".join(m.name for m in targets)
+        with self.logger.nested(f"in parallel on {names}: {label}"):
+            outcomes = self._map(fn, targets)
+        failures = [
+            (m, out) for m, out in zip(targets, outcomes, strict=True) if isinstance(out, _Failed)
+        ]
+        if failures:
+            first = failures[0][1].exc
+            for machine, failed in failures[1:]:
+                first.add_note(f"also failed on {machine.name}: {_describe(failed.exc)}")
+            raise first
+        return [out for out in outcomes if not isinstance(out, _Failed)]
+
+    def _map(self, fn: Callable[[Machine], T], targets: list[Machine]) -> list[T | _Failed]:
+        if not targets:
+            return []
+
+        def call(machine: Machine) -> T | _Failed:
+            try:
+                return fn(machine)
+            except Exception as exc:
+                return _Failed(exc)
+
+        workers = min(32, len(targets))
+        with ThreadPoolExecutor(workers, thread_name_prefix="nxc") as pool:
+            futures = [
+                pool.submit(contextvars.copy_context().run, call, machine) for machine in targets
+            ]
+            return [future.result() for future in futures]
+
+    # -- subtests and scripts ------------------------------------------------------
+
+    @contextmanager
+    def subtest(self, name: str) -> Iterator[None]:
+        """A named part of the scenario; its outcome and duration go to the reports.
+
+        An exception inside marks the subtest failed and propagates (the scenario
+        stops, as in the NixOS test driver).
+        """
+        result = SubtestResult(name, time.time(), log_from=self.logger.mark())
+        self.subtests.append(result)
+        started = time.monotonic()
+        try:
+            with self.logger.nested(f"subtest: {name}", subtest=name):
+                yield
+        except BaseException as exc:
+            result.success = False
+            result.error = _error_info(exc)
+            raise
+        finally:
+            result.duration = time.monotonic() - started
+            result.log_until = self.logger.mark()
+
+    def retry(self, fn: Callable[[bool], bool], timeout_seconds: float = 900) -> None:
+        """Call ``fn(last_try)`` until it returns true (NixOS-test ``retry``)."""
+        deadline = time.monotonic() + timeout_seconds
+        pause = BACKOFF_FIRST
+        while time.monotonic() < deadline:
+            if fn(False):
+                return
+            time.sleep(max(0.0, min(pause, deadline - time.monotonic())))
+            pause = min(pause * BACKOFF_FACTOR, BACKOFF_MAX)
+        if not fn(True):
+            raise WaitTimeout(
+                f"retry: {getattr(fn, '__name__', 'condition')} still false after "
+                f"{timeout_seconds:g}s"
+            )
+
+    def globals(self) -> dict[str, Any]:
+        """The names a scenario sees (also the interactive shell's)."""
+        names: dict[str, Any] = {
+            "driver": self,
+            "machines": self.machines,
+            "roles": self.roles,
+            "start_all": self.start_all,
+            "subtest": self.subtest,
+            "run_parallel": self.run_parallel,
+            "wait_for_event": self.wait_for_event,
+            "barrier": self.barrier,
+            "emit_event": self.emit_event,
+            "retry": self.retry,
+            "log": self.logger,
+        }
+        names.update(self.extra_globals)
+        machine_names = {python_name(m.name): m for m in self.machines}
+        if len(self.machines) == 1 and "machine" not in machine_names:
+            machine_names["machine"] = self.machines[0]
+        for key in sorted(set(machine_names) & set(names)):
+            self.logger.warning(f"node {key} hides the scenario name {key!r}")
+        names.update(machine_names)
+        return names
+
+    def run_script(self, text: str, filename: str = "testScript") -> bool:
+        """Run a scenario; write ``report.json`` and ``report.xml``; return success.
+
+        The scenario's exceptions are caught and reported (a ``KeyboardInterrupt``
+        is reported, then re-raised). ``sys.exit(0)`` in a scenario is a success.
+        """
+        self.subtests = []
+        log_from = self.logger.mark()
+        started_at = time.time()
+        started = time.monotonic()
+        error: ErrorInfo | None = None
+        interrupted: KeyboardInterrupt | None = None
+        lines = text.splitlines(keepends=True)
+        linecache.cache[filename] = (len(text), None, lines, filename)
+        try:
+            with self.logger.nested(f"running {filename}"):
+                code = compile(text, filename, "exec")
+                scope = self.globals()
+                scope.update({"__name__": "__main__", "__file__": filename})
+                exec(code, scope)
+        except SystemExit as exc:
+            if exc.code not in (None, 0):
+                error = ErrorInfo(
+                    "SystemExit", f"the scenario exited with {exc.code!r}", "", "failure"
+                )
+        except KeyboardInterrupt as exc:
+            interrupted = exc
+            error = ErrorInfo("KeyboardInterrupt", "interrupted", "", "error")
+        except Exception as exc:
+            error = _error_info(exc)
+        duration = time.monotonic() - started
+        success = error is None
+        if error is not None:
+            self.logger.error(
+                f"{filename} failed: {error.message}"
+                + (f"\n{error.traceback}" if error.traceback else "")
+            )
+        passed = sum(1 for s in self.subtests if s.success)
+        self.logger.info(
+            f"{filename}: {'PASSED' if success else 'FAILED'} in {duration:.2f}s "
+            f"({passed}/{len(self.subtests)} subtests passed)"
+        )
+        self.write_reports(filename, success, started_at, duration, error, log_from)
+        if interrupted is not None:
+            raise interrupted
+        return success
+
+    # -- reports -------------------------------------------------------------------
+
+    def write_reports(
+        self,
+        name: str,
+        success: bool,
+        started_at: float,
+        duration: float,
+        error: ErrorInfo | None,
+        log_from: int,
+    ) -> tuple[Path, Path]:
+        """Write ``report.json`` and ``report.xml`` in ``out_dir``; return their paths."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        report = {
+            "nxc_report": 1,
+            "script": name,
+            "success": success,
+            "started_at": _iso(started_at),
+            "duration": round(duration, 3),
+            "error": error.to_json() if error else None,
+            "machines": [{"name": m.name, "role": m.role, "index": m.index} for m in self.machines],
+            "subtests": [s.to_json() for s in self.subtests],
+            "log_files": [str(path) for path in self.logger.files],
+            "log": [record.to_json() for record in self.logger.records(log_from)],
+        }
+        json_path = self.out_dir / "report.json"
+        xml_path = self.out_dir / "report.xml"
+        _atomic_write(json_path, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+        root = self._junit(name, success, started_at, duration, error, log_from)
+        ET.indent(root)
+        _atomic_write(xml_path, ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n")
+        return json_path, xml_path
+
+    def _junit(
+        self,
+        name: str,
+        success: bool,
+        started_at: float,
+        duration: float,
+        error: ErrorInfo | None,
+        log_from: int,
+    ) -> ET.Element:
+        cases: list[tuple[str, float, ErrorInfo | None, str]] = [
+            (
+                s.name,
+                s.duration,
+                s.error if not s.success else None,
+                self.logger.text(s.log_from, s.log_until),
+            )
+            for s in self.subtests
+        ]
+        cases.append((f"{name} (whole script)", duration, error, self.logger.text(log_from)))
+        failures = sum(1 for case in cases if case[2] is not None and case[2].kind == "failure")
+        errors = sum(1 for case in cases if case[2] is not None and case[2].kind == "error")
+        root = ET.Element(
+            "testsuites",
+            name="nxc",
+            tests=str(len(cases)),
+            failures=str(failures),
+            errors=str(errors),
+            time=f"{duration:.3f}",
+        )
+        suite = ET.SubElement(
+            root,
+            "testsuite",
+            name=_xml(name),
+            tests=str(len(cases)),
+            failures=str(failures),
+            errors=str(errors),
+            skipped="0",
+            time=f"{duration:.3f}",
+            timestamp=_iso(started_at),
+            hostname=socket.gethostname(),
+        )
+        properties = ET.SubElement(suite, "properties")
+        for machine in self.machines:
+            ET.SubElement(
+                properties,
+                "property",
+                name=f"node.{machine.name}",
+                value=f"role={machine.role} index={machine.index}",
+            )
+        for case_name, case_time, case_error, case_log in cases:
+            case = ET.SubElement(
+                suite,
+                "testcase",
+                classname=_xml(name),
+                name=_xml(case_name),
+                time=f"{case_time:.3f}",
+            )
+            if case_error is not None:
+                failure = ET.SubElement(
+                    case,
+                    "failure" if case_error.kind == "failure" else "error",
+                    message=_xml(case_error.message),
+                    type=_xml(case_error.type),
+                )
+                failure.text = _xml(case_error.traceback or case_error.message)
+            if case_log:
+                ET.SubElement(case, "system-out").text = _xml(case_log)
+        return root
+
+    # -- events --------------------------------------------------------------------
+
+    def _event_dir(self, name: str) -> str:
+        if not _EVENT_NAME.match(name):
+            raise NxcError(f"bad event name {name!r} (letters, digits, '.', '_', '-')")
+        return shlex.quote(f"{self.events_dir.rstrip('/')}/{name}")
+
+    def _read_events(self, name: str, machine: Machine) -> list[Event]:
+        directory = self._event_dir(name)
+        command = (
+            f"[ -d {directory} ] || exit 0; cd {directory} || exit 1; "
+            'for f in *; do [ -f "$f" ] || continue; printf \'%s\\t\' "$f"; '
+            "head -c 1000 \"$f\" | tr '\\n\\t\\r' '   '; echo; done"
+        )
+        result = machine.run(command, 60)
+        if result.status != 0:
+            raise MachineError(
+                f"{machine.name}: cannot read events {name}: status {result.status} "
+                f"{result.stderr.decode(errors='replace').strip()}"
+            )
+        events = []
+        for line in result.output.splitlines():
+            event_id, _, value = line.partition("\t")
+            if not event_id:
+                continue
+            source = event_id.rsplit(".", 1)[0] if "." in event_id else event_id
+            events.append(Event(name, machine.name, source, value.strip(), event_id))
+        return sorted(events, key=lambda e: e.id)
+
+    def events(self, name: str, machines: Sequence[Machine] | None = None) -> list[Event]:
+        """Every occurrence of ``name`` on the machines now (read in parallel)."""
+        targets = list(self.machines if machines is None else machines)
+        found: list[Event] = []
+        for _machine, outcome in zip(
+            targets, self._map(lambda m: self._read_events(name, m), targets), strict=True
+        ):
+            if isinstance(outcome, _Failed):
+                raise outcome.exc
+            found.extend(outcome)
+        return found
+
+    def emit_event(
+        self, name: str, value: str = "", machines: Sequence[Machine] | None = None
+    ) -> None:
+        """Record one occurrence of ``name`` (source ``driver``) on each machine."""
+        directory = self._event_dir(name)
+        command = (
+            f"mkdir -p {directory} && t=$(mktemp {directory}/.new.XXXXXX) && "
+            f"printf '%s\\n' {shlex.quote(value)} > \"$t\" && "
+            f'mv "$t" {directory}/driver."${{t##*.}}"'
+        )
+
+        def emit(machine: Machine) -> None:
+            result = machine.run(command, 60)
+            if result.status != 0:
+                raise MachineError(
+                    f"{machine.name}: cannot record event {name}: "
+                    f"{result.stderr.decode(errors='replace').strip()}"
+                )
+
+        targets = list(self.machines if machines is None else machines)
+        with self.logger.nested(f"event {name} on {', '.join(m.name for m in targets)}"):
+            self.run_parallel(emit, targets, what=f"emit {name}")
+
+    def clear_events(self, name: str, machines: Sequence[Machine] | None = None) -> None:
+        """Forget every occurrence of ``name`` on the machines."""
+        command = f"rm -rf {self._event_dir(name)}"
+        targets = list(self.machines if machines is None else machines)
+        self.run_parallel(lambda m: m.run(command, 60), targets, what=f"clear events {name}")
+
+    def wait_for_event(
+        self,
+        name: str,
+        count: int = 1,
+        timeout: float = 900,
+        machines: Sequence[Machine] | None = None,
+    ) -> list[Event]:
+        """Wait until the machines hold ``count`` occurrences of ``name`` in total.
+
+        Polls every machine in parallel; returns the occurrences seen. On expiry raise
+        :class:`~nxc.errors.WaitTimeout` with the per-node counts last seen.
+        """
+        targets = list(self.machines if machines is None else machines)
+
+        def enough(by_node: dict[str, list[Event]]) -> bool:
+            return sum(len(events) for events in by_node.values()) >= count
+
+        what = f"{count} occurrence{'s' if count != 1 else ''} of event {name}"
+        with self.logger.nested(f"waiting for {what}"):
+            return self._wait_events(name, targets, enough, what, timeout)
+
+    def barrier(
+        self, name: str, machines: Sequence[Machine] | None = None, timeout: float = 900
+    ) -> None:
+        """Wait until every machine recorded ``name``, then emit ``name.release`` on each.
+
+        A node joins with ``nxc-event emit NAME && nxc-event wait NAME.release``. Use a
+        new name for each barrier (or :meth:`clear_events` between uses).
+        """
+        targets = list(self.machines if machines is None else machines)
+
+        def everyone(by_node: dict[str, list[Event]]) -> bool:
+            return all(by_node.get(m.name) for m in targets)
+
+        with self.logger.nested(f"barrier {name} on {', '.join(m.name for m in targets)}"):
+            self._wait_events(name, targets, everyone, f"event {name} on every node", timeout)
+            self.emit_event(f"{name}.release", machines=targets)
+
+    def _wait_events(
+        self,
+        name: str,
+        targets: list[Machine],
+        done: Callable[[dict[str, list[Event]]], bool],
+        what: str,
+        timeout: float,
+    ) -> list[Event]:
+        deadline = time.monotonic() + timeout
+        pause = BACKOFF_FIRST
+        attempts = 0
+        while True:
+            attempts += 1
+            outcomes = self._map(lambda m: self._read_events(name, m), targets)
+            by_node: dict[str, list[Event]] = {}
+            problems: dict[str, str] = {}
+            for machine, outcome in zip(targets, outcomes, strict=True):
+                if isinstance(outcome, _Failed):
+                    if not isinstance(outcome.exc, NxcError):
+                        raise outcome.exc
+                    problems[machine.name] = _describe(outcome.exc)
+                    by_node[machine.name] = []
+                else:
+                    by_node[machine.name] = outcome
+            if done(by_node):
+                found = [event for events in by_node.values() for event in events]
+                self.logger.info(
+                    f"{len(found)} occurrence(s) of {name}: "
+                    + ", ".join(f"{node}={len(events)}" for node, events in by_node.items())
+                )
+                return found
+            now = time.monotonic()
+            if now >= deadline:
+                break
+            time.sleep(min(pause, deadline - now))
+            pause = min(pause * BACKOFF_FACTOR, BACKOFF_MAX)
+        seen = ", ".join(
+            f"{node}={len(events)}" + (f" ({problems[node]})" if node in problems else "")
+            for node, events in by_node.items()
+        )
+        raise WaitTimeout(
+            f"timed out after {timeout:g}s waiting for {what} ({attempts} polls); "
+            f"last seen: {seen or 'no nodes'}"
+        )
+
+    def install_event_helper(
+        self, path: str = "/run/nxc/bin/nxc-event", machines: Sequence[Machine] | None = None
+    ) -> None:
+        """Write :data:`NXC_EVENT_SCRIPT` to ``path`` on each machine (if its image lacks it)."""
+        quoted = shlex.quote(path)
+        command = (
+            f"mkdir -p \"$(dirname {quoted})\" && printf '%s' {shlex.quote(NXC_EVENT_SCRIPT)} "
+            f"> {quoted} && chmod 755 {quoted}"
+        )
+
+        def install(machine: Machine) -> None:
+            result = machine.run(command, 60)
+            if result.status != 0:
+                raise MachineError(
+                    f"{machine.name}: cannot install {path}: "
+                    f"{result.stderr.decode(errors='replace').strip()}"
+                )
+
+        self.run_parallel(install, machines, what=f"install {path}")
+
+    # -- cleanup -------------------------------------------------------------------
+
+    def release(self) -> None:
+        """Close every machine's channel (nodes keep running)."""
+        for machine in self.machines:
+            machine.release()
+
+    def __enter__(self) -> Driver:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.release()
+
+
+@dataclass
+class _Failed:
+    exc: Exception
+
+
+def _error_info(exc: BaseException) -> ErrorInfo:
+    kind = "failure" if isinstance(exc, AssertionError | NxcError) else "error"
+    frames = [
+        frame
+        for frame in traceback.extract_tb(exc.__traceback__)
+        if not _is_internal(frame.filename)
+    ]
+    message = str(exc).strip()
+    if not message and frames and frames[-1].line:
+        where = f"{frames[-1].filename}:{frames[-1].lineno}"
+        message = f"{type(exc).__name__} at {where}: {frames[-1].line.strip()}"
+    elif not message:
+        message = type(exc).__name__
+    notes = getattr(exc, "__notes__", None)
+    if notes:
+        message += "\n" + "\n".join(str(note) for note in notes)
+    lines = []
+    if frames:
+        lines.append("Traceback (most recent call last, scenario frames only):\n")
+        lines.extend(traceback.format_list(frames))
+    lines.extend(traceback.format_exception_only(type(exc), exc))
+    return ErrorInfo(type(exc).__name__, message, "".join(lines).rstrip(), kind)
+
+
+def _xml(text: str) -> str:
+    return _XML_INVALID.sub("\ufffd", text)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    partial = path.with_name(path.name + ".tmp")
+    partial.write_text(text, encoding="utf-8")
+    partial.replace(path)

@@ -1,0 +1,871 @@
+"""``Machine``: one node of an experiment, with the NixOS-test scenario API.
+
+A ``Machine`` wraps the :class:`~nxc.driver.transport.NodeControl` a flavour's
+runtime gives for one node. Its methods read like a scenario::
+
+    server.wait_for_open_port(80)
+    client.succeed("wget -O- http://server/")
+    server.crash()
+    client.wait_until_fails("wget -T 2 -O- http://server/", timeout=30)
+
+Commands run with ``sh -c`` on the node. Unless the machine was built with
+``strict=False``, each command is preceded by ``set -eu`` and, where the node's shell
+has it, ``set -o pipefail`` (the NixOS test driver runs commands with
+``set -euo pipefail``), so ``succeed("false; true")`` fails as it does there.
+
+Failures raise :class:`~nxc.errors.MachineError` (a :class:`CommandFailed` carrying the
+node, command, status and output); waits that run out of time raise
+:class:`~nxc.errors.WaitTimeout` (a :class:`WaitExpired` naming the node, what it
+waited for and what it saw last). Every command and its (truncated) output is logged.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import shlex
+import stat
+import tarfile
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nxc.driver.transport import CommandResult, NodeControl, Transport, TransportError
+from nxc.errors import MachineError, NxcError, WaitTimeout
+from nxc.log import Logger, Span
+from nxc.log import log as default_log
+
+__all__ = [
+    "CommandFailed",
+    "ConnectionLost",
+    "Machine",
+    "WaitExpired",
+    "tail",
+]
+
+# Preamble of every command in strict mode: exit on the first failing command and on
+# unset variables; fail pipelines on any failing stage where the shell supports it
+# (``command`` keeps an unsupported option from exiting dash).
+STRICT_PRELUDE = "set -eu\ncommand set -o pipefail 2>/dev/null || :\n"
+
+# Raw bytes per command when uploading (a multiple of 3, so each piece is padding-free
+# base64 of 60 000 characters: well below the kernel's 128 KiB limit on one argument).
+UPLOAD_CHUNK = 45_000
+# Bytes read from the node per command when downloading.
+DOWNLOAD_CHUNK = 512 * 1024
+
+# Poll back-off of the wait_* methods: first pause, growth factor, longest pause.
+BACKOFF_FIRST = 0.05
+BACKOFF_FACTOR = 2.0
+BACKOFF_MAX = 1.0
+
+# Status a command gets when its time limit ran out (as coreutils ``timeout``).
+TIMEOUT_STATUS = 124
+
+# Probe a TCP port with whatever the node has: an ``nc`` with ``-z`` (OpenBSD,
+# traditional, ncat), busybox ``nc -e true`` (connects, then runs ``true``), or bash's
+# /dev/tcp. Exit 0 = something accepted the connection, 1 = nothing did, 3 = no tool.
+_PORT_PROBE = r"""
+nxc_port() {
+  if command -v nc >/dev/null 2>&1; then
+    h=$(nc -h 2>&1 || :)
+    case $h in
+      *[[:space:]]-z[[:space:],]*)
+        nc -z -w 2 "$1" "$2" </dev/null >/dev/null 2>&1 && return 0; return 1;;
+      *"-e PROG"*)
+        nc -w 2 "$1" "$2" -e true </dev/null >/dev/null 2>&1 && return 0; return 1;;
+    esac
+  fi
+  if command -v bash >/dev/null 2>&1; then
+    timeout 3 bash -c 'exec 3<>"/dev/tcp/$0/$1"' "$1" "$2" </dev/null >/dev/null 2>&1 \
+      && return 0
+    return 1
+  fi
+  echo "no TCP probe on this node: need nc (with -z or busybox -e) or bash" >&2
+  return 3
+}
+"""
+_NO_PROBE_STATUS = 3
+
+
+def tail(text: str, lines: int = 10, chars: int = 2000) -> str:
+    """The last ``lines`` lines (at most ``chars`` characters) of ``text``."""
+    text = text.rstrip("\n")
+    if not text:
+        return ""
+    kept = text.splitlines()
+    dropped = max(0, len(kept) - lines)
+    result = "\n".join(kept[-lines:])
+    if len(result) > chars:
+        result = "…" + result[-chars:]
+    if dropped:
+        result = f"[… {dropped} earlier lines]\n{result}"
+    return result
+
+
+def _indent(text: str, prefix: str = "    ") -> str:
+    return "\n".join(prefix + line for line in text.splitlines())
+
+
+def _short(command: str, chars: int = 200) -> str:
+    one_line = " ⏎ ".join(part.strip() for part in command.strip().splitlines())
+    return one_line if len(one_line) <= chars else one_line[: chars - 1] + "…"
+
+
+class CommandFailed(MachineError):
+    """A command's exit status was not the one the scenario required."""
+
+    def __init__(
+        self, node: str, command: str, status: int, stdout: str, stderr: str, message: str
+    ) -> None:
+        super().__init__(message)
+        self.node = node
+        self.command = command
+        self.status = status
+        self.stdout = stdout
+        self.stderr = stderr
+
+
+class ConnectionLost(MachineError):
+    """The node could not be reached or the channel to it broke."""
+
+    def __init__(self, node: str, message: str) -> None:
+        super().__init__(message)
+        self.node = node
+
+
+class WaitExpired(WaitTimeout):
+    """A wait ran out of time; ``last`` is what the last attempt saw."""
+
+    def __init__(
+        self, node: str, what: str, timeout: float, attempts: int, last: str, message: str
+    ) -> None:
+        super().__init__(message)
+        self.node = node
+        self.what = what
+        self.timeout = timeout
+        self.attempts = attempts
+        self.last = last
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    status: int
+    stdout: str
+    stderr: str
+    timed_out: bool
+
+
+class Machine:
+    """One node: ``name`` (e.g. ``node1``), its ``role`` and ``index`` (from 1).
+
+    ``control`` is the runtime's handle on the node; ``logger`` defaults to
+    :data:`nxc.log.log`; ``out_dir`` is where :meth:`copy_from_machine` puts files
+    (default: the driver's ``out_dir``, or the current directory); ``strict`` adds
+    the ``set -eu`` / ``pipefail`` prelude to every command (see module docs).
+
+    A machine may be used from several threads: commands to one node are sent one
+    at a time.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        role: str,
+        index: int,
+        control: NodeControl,
+        logger: Logger | None = None,
+        *,
+        out_dir: Path | None = None,
+        strict: bool = True,
+    ) -> None:
+        self._name = name
+        self._role = role
+        self._index = index
+        self._control = control
+        self.logger = logger if logger is not None else default_log
+        self.out_dir = out_dir
+        self.strict = strict
+        self._transport: Transport | None = None
+        self._lock = threading.RLock()
+        self._has_systemd: bool | None = None
+
+    # -- identity ------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def role(self) -> str:
+        return self._role
+
+    @property
+    def index(self) -> int:
+        return self._index
+
+    @property
+    def control(self) -> NodeControl:
+        return self._control
+
+    def __repr__(self) -> str:
+        return f"<Machine {self._name} role={self._role} index={self._index}>"
+
+    # -- logging helpers -----------------------------------------------------------
+
+    def log(self, message: str, **attrs: Any) -> None:
+        """Log ``message`` prefixed with this node's name."""
+        self.logger.info(message, node=self._name, **attrs)
+
+    def nested(self, message: str, **attrs: Any) -> AbstractContextManager[Span]:
+        """A nested log block prefixed with this node's name."""
+        return self.logger.nested(message, node=self._name, **attrs)
+
+    def _log_output(self, outcome: _Outcome, *, failed: bool) -> None:
+        if outcome.stdout.strip():
+            self.logger.info(tail(outcome.stdout, 20, 4000), node=self._name, stream="stdout")
+        if outcome.stderr.strip():
+            level = "info" if failed else "debug"
+            self.logger.log(level, tail(outcome.stderr, 20, 4000), node=self._name, stream="stderr")
+
+    # -- running commands ----------------------------------------------------------
+
+    def _connected(self) -> Transport:
+        if self._transport is not None:
+            return self._transport
+        if not self._control.is_running():
+            self.logger.info("node is not running; starting it", node=self._name)
+            self.start()
+        try:
+            self._transport = self._control.transport()
+        except (NxcError, TransportError, OSError) as err:
+            raise ConnectionLost(
+                self._name, f"{self._name}: cannot reach the node: {err}{self._console_hint()}"
+            ) from err
+        return self._transport
+
+    def _console_hint(self) -> str:
+        try:
+            console = self._control.console_tail(10)
+        except Exception:  # the console itself may be gone; the hint is best effort
+            return ""
+        return f"\n  console tail:\n{_indent(console)}" if console.strip() else ""
+
+    def _send(self, command: str, timeout: float | None) -> CommandResult:
+        with self._lock:
+            transport = self._connected()
+            try:
+                return transport.run(command, timeout)
+            except TimeoutError:
+                return CommandResult(TIMEOUT_STATUS, b"", f"timed out after {timeout}s".encode())
+            except TransportError as err:
+                self._transport = None
+                raise ConnectionLost(
+                    self._name,
+                    f"{self._name}: lost the connection running `{_short(command)}`: {err}"
+                    + self._console_hint(),
+                ) from err
+
+    def _exec(self, command: str, timeout: float | None, *, strict: bool | None = None) -> _Outcome:
+        use_strict = self.strict if strict is None else strict
+        text = STRICT_PRELUDE + command if use_strict else command
+        started = time.monotonic()
+        result = self._send(text, timeout)
+        elapsed = time.monotonic() - started
+        timed_out = (
+            result.status == TIMEOUT_STATUS and timeout is not None and elapsed >= timeout * 0.95
+        )
+        return _Outcome(
+            result.status,
+            result.stdout.decode(errors="replace"),
+            result.stderr.decode(errors="replace"),
+            timed_out,
+        )
+
+    def run(
+        self, command: str, timeout: float | None = 900, *, strict: bool = False
+    ) -> CommandResult:
+        """Run ``command`` and return the raw result, without logging.
+
+        For tools built on the driver (netem, event polling). A time limit running out
+        gives status 124; a broken channel raises :class:`ConnectionLost`.
+        """
+        return self._send(STRICT_PRELUDE + command if strict else command, timeout)
+
+    def execute(
+        self,
+        command: str,
+        check_return: bool = True,
+        check_output: bool = True,
+        timeout: float | None = 900,
+    ) -> tuple[int, str]:
+        """Run ``command``; return ``(status, stdout)`` whatever the status.
+
+        ``timeout`` (seconds, ``None`` for none) bounds the command: on expiry it is
+        killed and the status is 124. ``check_return=False`` tolerates the channel
+        breaking (a command that powers the node off): the result is then ``(-1, "")``.
+        ``check_output=False`` starts the command in the background on the node and
+        returns ``(-2, "")`` at once.
+        """
+        if not check_output:
+            with self.nested(f"execute in background: {_short(command)}"):
+                inner = shlex.quote(STRICT_PRELUDE + command if self.strict else command)
+                quiet = "</dev/null >/dev/null 2>&1 &"
+                detached = (
+                    f"if command -v setsid >/dev/null 2>&1; then setsid sh -c {inner} {quiet} "
+                    f"else sh -c {inner} {quiet} fi"
+                )
+                try:
+                    self._exec(detached, 30, strict=False)
+                except ConnectionLost:
+                    if check_return:
+                        raise
+            return (-2, "")
+        with self.nested(f"execute: {_short(command)}") as span:
+            try:
+                outcome = self._exec(command, timeout)
+            except ConnectionLost as err:
+                if check_return:
+                    raise
+                self.logger.info(f"connection lost (tolerated): {err}", node=self._name)
+                return (-1, "")
+            span.set(status=outcome.status)
+            if outcome.timed_out:
+                self.logger.warning(f"timed out after {timeout}s", node=self._name)
+            elif outcome.status != 0:
+                self.logger.info(f"exit status {outcome.status}", node=self._name)
+            self._log_output(outcome, failed=outcome.status != 0)
+            return (outcome.status, outcome.stdout)
+
+    def succeed(self, *commands: str, timeout: float | None = None) -> str:
+        """Run each command; raise :class:`CommandFailed` unless it exits 0.
+
+        Returns the concatenated standard output. ``timeout`` bounds each command.
+        """
+        output = ""
+        for command in commands:
+            with self.nested(f"must succeed: {_short(command)}"):
+                outcome = self._exec(command, timeout)
+                self._log_output(outcome, failed=outcome.status != 0)
+                if outcome.status != 0:
+                    raise self._failed(command, outcome, timeout, "failed")
+                output += outcome.stdout
+        return output
+
+    def fail(self, *commands: str, timeout: float | None = None) -> str:
+        """Run each command; raise :class:`CommandFailed` if it exits 0.
+
+        Returns the concatenated standard output.
+        """
+        output = ""
+        for command in commands:
+            with self.nested(f"must fail: {_short(command)}"):
+                outcome = self._exec(command, timeout)
+                self._log_output(outcome, failed=False)
+                if outcome.status == 0:
+                    raise self._failed(command, outcome, timeout, "unexpectedly succeeded")
+                output += outcome.stdout
+        return output
+
+    def _failed(
+        self, command: str, outcome: _Outcome, timeout: float | None, how: str
+    ) -> CommandFailed:
+        if outcome.timed_out:
+            summary = f"{self._name}: `{_short(command)}` timed out after {timeout}s"
+        else:
+            summary = f"{self._name}: `{_short(command)}` {how} (status {outcome.status})"
+        details = []
+        if outcome.stdout.strip():
+            details.append(f"  stdout tail:\n{_indent(tail(outcome.stdout))}")
+        if outcome.stderr.strip():
+            details.append(f"  stderr tail:\n{_indent(tail(outcome.stderr))}")
+        message = "\n".join([summary, *details])
+        return CommandFailed(
+            self._name, command, outcome.status, outcome.stdout, outcome.stderr, message
+        )
+
+    # -- waiting -------------------------------------------------------------------
+
+    def wait_until(
+        self,
+        what: str,
+        check: Callable[[float], tuple[bool, str]],
+        timeout: float = 900,
+    ) -> str:
+        """Call ``check(remaining_seconds)`` until it returns ``(True, seen)``.
+
+        ``check`` returns whether the condition holds and what it saw (reported if the
+        wait expires). Between attempts the pause grows from 50 ms to 1 s. At least
+        one attempt is made. On expiry raise :class:`WaitExpired`. A lost connection
+        counts as a failed attempt (the node may be rebooting).
+        """
+        deadline = time.monotonic() + timeout
+        pause = BACKOFF_FIRST
+        attempts = 0
+        last = "(no attempt completed)"
+        lost = False
+        while True:
+            attempts += 1
+            remaining = deadline - time.monotonic()
+            try:
+                done, seen = check(max(remaining, 1.0))
+                lost = False
+            except ConnectionLost as err:
+                done, seen, lost = False, f"(connection lost: {err})", True
+            if done:
+                self.logger.debug(f"done after {attempts} attempt(s)", node=self._name)
+                return seen
+            last = seen
+            now = time.monotonic()
+            if now >= deadline:
+                break
+            time.sleep(min(pause, deadline - now))
+            pause = min(pause * BACKOFF_FACTOR, BACKOFF_MAX)
+        shown = tail(last) or "(no output)"
+        message = (
+            f"{self._name}: timed out after {timeout:g}s waiting for {what} "
+            f"({attempts} attempt{'s' if attempts != 1 else ''}); last seen:\n{_indent(shown)}"
+        )
+        if lost:
+            message += self._console_hint()
+        raise WaitExpired(self._name, what, timeout, attempts, last, message)
+
+    @staticmethod
+    def _seen(outcome: _Outcome) -> str:
+        parts = [f"status {outcome.status}" + (" (timed out)" if outcome.timed_out else "")]
+        if outcome.stdout.strip():
+            parts.append(outcome.stdout.rstrip())
+        if outcome.stderr.strip():
+            parts.append("stderr: " + outcome.stderr.rstrip())
+        return "\n".join(parts)
+
+    def _wait_status(self, command: str, want_success: bool, timeout: float) -> str:
+        output = ""
+
+        def check(remaining: float) -> tuple[bool, str]:
+            nonlocal output
+            outcome = self._exec(command, remaining)
+            output = outcome.stdout
+            return (outcome.status == 0) == want_success, self._seen(outcome)
+
+        what = f"`{_short(command)}` to {'succeed' if want_success else 'fail'}"
+        self.wait_until(what, check, timeout)
+        if output.strip():
+            self.logger.info(tail(output, 20, 4000), node=self._name, stream="stdout")
+        return output
+
+    def wait_until_succeeds(self, command: str, timeout: float = 900) -> str:
+        """Repeat ``command`` until it exits 0; return its standard output."""
+        with self.nested(f"waiting for success: {_short(command)}"):
+            return self._wait_status(command, True, timeout)
+
+    def wait_until_fails(self, command: str, timeout: float = 900) -> str:
+        """Repeat ``command`` until it exits non-zero; return its standard output."""
+        with self.nested(f"waiting for failure: {_short(command)}"):
+            return self._wait_status(command, False, timeout)
+
+    def wait_for_file(self, filename: str, timeout: float = 900) -> None:
+        """Wait until ``filename`` exists on the node."""
+        command = f"test -e {shlex.quote(filename)}"
+
+        def check(remaining: float) -> tuple[bool, str]:
+            outcome = self._exec(command, remaining, strict=False)
+            return outcome.status == 0, f"{filename} does not exist yet"
+
+        with self.nested(f"waiting for file {filename}"):
+            self.wait_until(f"file {filename}", check, timeout)
+
+    def _port_open(self, port: int, addr: str, timeout: float) -> bool:
+        command = f"{_PORT_PROBE}nxc_port {shlex.quote(addr)} {int(port)}"
+        outcome = self._exec(command, timeout, strict=False)
+        if outcome.status == _NO_PROBE_STATUS:
+            raise MachineError(f"{self._name}: cannot probe TCP ports: {outcome.stderr.strip()}")
+        return outcome.status == 0
+
+    def wait_for_open_port(self, port: int, addr: str = "localhost", timeout: float = 900) -> None:
+        """Wait until something accepts TCP connections on ``addr:port`` (from the node)."""
+
+        def check(remaining: float) -> tuple[bool, str]:
+            is_open = self._port_open(port, addr, min(remaining, 10))
+            return is_open, f"nothing accepted a connection to {addr}:{port}"
+
+        with self.nested(f"waiting for TCP port {port} on {addr}"):
+            self.wait_until(f"TCP port {port} on {addr} to open", check, timeout)
+
+    def wait_for_closed_port(
+        self, port: int, addr: str = "localhost", timeout: float = 900
+    ) -> None:
+        """Wait until nothing accepts TCP connections on ``addr:port`` (from the node)."""
+
+        def check(remaining: float) -> tuple[bool, str]:
+            is_open = self._port_open(port, addr, min(remaining, 10))
+            return not is_open, f"{addr}:{port} still accepts connections"
+
+        with self.nested(f"waiting for TCP port {port} on {addr} to close"):
+            self.wait_until(f"TCP port {port} on {addr} to close", check, timeout)
+
+    def wait_for_console_text(self, regex: str, timeout: float = 900) -> str:
+        """Wait until a line of the node's console matches ``regex``; return that line.
+
+        Looks at the last 200 console lines at each attempt, so a line followed by a
+        burst of more than that many lines between two attempts can be missed.
+        """
+        pattern = re.compile(regex)
+
+        def check(_remaining: float) -> tuple[bool, str]:
+            console = self._control.console_tail(200)
+            for line in reversed(console.splitlines()):
+                if pattern.search(line):
+                    return True, line
+            return False, console
+
+        with self.nested(f"waiting for /{regex}/ on the console"):
+            return self.wait_until(f"console text matching /{regex}/", check, timeout)
+
+    # -- systemd -------------------------------------------------------------------
+
+    def _require_systemd(self, what: str) -> None:
+        if self._has_systemd is None:
+            probe = "command -v systemctl >/dev/null 2>&1 && test -d /run/systemd/system"
+            self._has_systemd = self._exec(probe, 30, strict=False).status == 0
+        if not self._has_systemd:
+            raise MachineError(
+                f"{self._name}: {what} needs systemd, but this node does not run it "
+                "(no systemctl or /run/systemd/system); wait on a command instead, "
+                'e.g. wait_until_succeeds("pidof mydaemon")'
+            )
+
+    def systemctl(self, q: str, user: str | None = None) -> tuple[int, str]:
+        """Run ``systemctl q`` (as ``user`` with ``--user`` if given); ``(status, stdout)``."""
+        self._require_systemd(f"systemctl {q}")
+        if user is None:
+            return self.execute(f"systemctl {q}")
+        inner = f"XDG_RUNTIME_DIR=/run/user/$(id -u) systemctl --user {q}"
+        return self.execute(f"su -l {shlex.quote(user)} -s /bin/sh -c {shlex.quote(inner)}")
+
+    def _show(self, unit: str, properties: list[str] | None, user: str | None) -> dict[str, str]:
+        wanted = f" --property={','.join(properties)}" if properties else ""
+        query = f"--no-pager show {shlex.quote(unit)}{wanted}"
+        self._require_systemd(f"unit {unit}")
+        if user is None:
+            command = f"systemctl {query}"
+        else:
+            inner = f"XDG_RUNTIME_DIR=/run/user/$(id -u) systemctl --user {query}"
+            command = f"su -l {shlex.quote(user)} -s /bin/sh -c {shlex.quote(inner)}"
+        outcome = self._exec(command, 60, strict=False)
+        if outcome.status != 0:
+            raise self._failed(command, outcome, 60, "failed")
+        info: dict[str, str] = {}
+        for line in outcome.stdout.splitlines():
+            key, sep, value = line.partition("=")
+            if sep:
+                info[key] = value
+        return info
+
+    def get_unit_info(self, unit: str, user: str | None = None) -> dict[str, str]:
+        """Every property of ``unit`` as ``systemctl show`` gives them."""
+        return self._show(unit, None, user)
+
+    def get_unit_property(self, unit: str, prop: str, user: str | None = None) -> str:
+        """One property of ``unit`` (e.g. ``ActiveState``)."""
+        return self._show(unit, [prop], user).get(prop, "")
+
+    def require_unit_state(self, unit: str, require_state: str = "active") -> None:
+        """Raise :class:`MachineError` unless ``unit`` is in ``require_state`` now."""
+        with self.nested(f"checking that unit {unit} is {require_state}"):
+            state = self.get_unit_property(unit, "ActiveState")
+            if state != require_state:
+                raise MachineError(
+                    f"{self._name}: unit {unit} is {state!r}, expected {require_state!r}"
+                )
+
+    def start_job(self, unit: str, user: str | None = None) -> tuple[int, str]:
+        return self.systemctl(f"start {shlex.quote(unit)}", user)
+
+    def stop_job(self, unit: str, user: str | None = None) -> tuple[int, str]:
+        return self.systemctl(f"stop {shlex.quote(unit)}", user)
+
+    def wait_for_unit(self, unit: str, user: str | None = None, timeout: float = 900) -> None:
+        """Wait until the systemd ``unit`` is active.
+
+        Fails at once if the unit does not exist, has failed, or is inactive with no
+        job pending that could start it. Needs systemd on the node.
+        """
+        self._require_systemd(f"wait_for_unit({unit!r})")
+        props = "LoadState,ActiveState,SubState"
+        query = f"--no-pager show {shlex.quote(unit)} --property={props}"
+        jobs = "systemctl list-jobs --no-pager --no-legend 2>/dev/null | wc -l"
+        if user is None:
+            command = f'systemctl {query}; echo "Jobs=$({jobs})"'
+        else:
+            inner = (
+                f"export XDG_RUNTIME_DIR=/run/user/$(id -u); systemctl --user {query}; "
+                f'echo "Jobs=$(systemctl --user list-jobs --no-pager --no-legend | wc -l)"'
+            )
+            command = f"su -l {shlex.quote(user)} -s /bin/sh -c {shlex.quote(inner)}"
+
+        def check(remaining: float) -> tuple[bool, str]:
+            outcome = self._exec(command, min(remaining, 60), strict=False)
+            info = dict(
+                line.partition("=")[::2] for line in outcome.stdout.splitlines() if "=" in line
+            )
+            load = info.get("LoadState", "?")
+            state = info.get("ActiveState", "?")
+            seen = f"LoadState={load} ActiveState={state} SubState={info.get('SubState', '?')}"
+            if load == "not-found":
+                raise MachineError(f"{self._name}: unit {unit} does not exist ({seen})")
+            if state == "failed":
+                raise MachineError(f"{self._name}: unit {unit} failed ({seen})")
+            if state == "inactive" and info.get("Jobs", "").strip() == "0":
+                raise MachineError(
+                    f"{self._name}: unit {unit} is inactive and no job is pending ({seen})"
+                )
+            return state == "active", seen
+
+        with self.nested(f"waiting for unit {unit}" + (f" of user {user}" if user else "")):
+            self.wait_until(f"unit {unit} to be active", check, timeout)
+
+    # -- files ---------------------------------------------------------------------
+
+    def _resolve_out_dir(self) -> Path:
+        return self.out_dir if self.out_dir is not None else Path.cwd()
+
+    def copy_to_machine(self, source: str | Path, target: str) -> None:
+        """Copy the host file or directory ``source`` to ``target`` on the node.
+
+        A file is written at ``target`` (its mode bits kept); a directory's contents go
+        into the directory ``target`` (created, merged if it exists). A ``target``
+        ending in ``/`` means "into that directory", keeping the source's name. The
+        data travels as base64 pieces over the transport (tar for directories) and
+        works with busybox ``base64``/``tar`` on the node.
+        """
+        src = Path(source)
+        if not src.exists():
+            raise MachineError(f"{self._name}: copy_to_machine: {src} does not exist on the host")
+        if target.endswith("/"):
+            target = target + src.name
+        dst = target.rstrip("/") or "/"
+        with self.nested(f"copying {src} to {dst}"):
+            stage = f"{dst}.nxc-copy-{int(time.time() * 1e6):x}"
+            q_dst, q_stage, q_b64 = (
+                shlex.quote(dst),
+                shlex.quote(stage),
+                shlex.quote(stage + ".b64"),
+            )
+            self._check(f'mkdir -p "$(dirname {q_dst})" && : > {q_b64}', f"prepare {dst}")
+            try:
+                if src.is_dir():
+                    with tempfile.TemporaryFile() as archive:
+                        _write_tar(src, archive)
+                        size = archive.tell()
+                        archive.seek(0)
+                        self._upload(archive, q_b64)
+                    self._check(
+                        f"mkdir -p {q_dst} && base64 -d < {q_b64} | tar -xf - -C {q_dst}",
+                        f"unpack into {dst}",
+                    )
+                else:
+                    mode = stat.S_IMODE(src.stat().st_mode)
+                    with src.open("rb") as handle:
+                        self._upload(handle, q_b64)
+                    size = src.stat().st_size
+                    got = self._check(
+                        f"base64 -d < {q_b64} > {q_stage} && chmod {mode:o} {q_stage} "
+                        f"&& mv -f {q_stage} {q_dst} && wc -c < {q_dst}",
+                        f"write {dst}",
+                    )
+                    if got.strip() != str(size):
+                        raise MachineError(
+                            f"{self._name}: copy of {src} to {dst} wrote {got.strip()} bytes, "
+                            f"expected {size}"
+                        )
+            finally:
+                self.run(f"rm -f {q_b64} {q_stage}", 60)
+            self.logger.debug(f"copied {size} bytes", node=self._name)
+
+    def _upload(self, handle: Any, q_b64: str) -> None:
+        while True:
+            piece = handle.read(UPLOAD_CHUNK)
+            if not piece:
+                return
+            text = base64.b64encode(piece).decode("ascii")
+            self._check(f"printf '%s\\n' {text} >> {q_b64}", "upload")
+
+    def _check(self, command: str, what: str, timeout: float = 600) -> str:
+        result = self.run(command, timeout)
+        if result.status != 0:
+            raise CommandFailed(
+                self._name,
+                command,
+                result.status,
+                result.output,
+                result.stderr.decode(errors="replace"),
+                f"{self._name}: copy failed at {what} (status {result.status})"
+                + (
+                    f":\n{_indent(tail(result.stderr.decode(errors='replace')))}"
+                    if result.stderr.strip()
+                    else ""
+                ),
+            )
+        return result.output
+
+    def copy_from_machine(self, source: str, target_dir: str | Path = "") -> Path:
+        """Copy the node's file or directory ``source`` to the host.
+
+        It lands in ``out_dir / target_dir / basename(source)`` (``target_dir`` may be
+        absolute); the host path is returned. Files are read in pieces; a directory is
+        packed with ``tar`` on the node first.
+        """
+        name = Path(source.rstrip("/")).name or "root"
+        destination = self._resolve_out_dir() / target_dir / name
+        q_src = shlex.quote(source)
+        with self.nested(f"copying {source} from the node to {destination}"):
+            probe = (
+                f"if [ -d {q_src} ]; then echo dir; "
+                f"elif [ -f {q_src} ]; then echo file $(wc -c < {q_src}) "
+                f"$([ -x {q_src} ] && echo x || echo -); else echo missing; fi"
+            )
+            kind = self._check(probe, f"look at {source}").split()
+            if not kind or kind[0] == "missing":
+                raise MachineError(f"{self._name}: copy_from_machine: {source} does not exist")
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            if kind[0] == "file":
+                size = int(kind[1])
+                partial = destination.with_name(destination.name + ".nxc-part")
+                self._download(q_src, size, partial)
+                partial.chmod(0o755 if kind[2] == "x" else 0o644)
+                partial.replace(destination)
+            else:
+                archive_path = self._check(
+                    'mktemp "${TMPDIR:-/tmp}/nxc-copy.XXXXXX"', "make a temporary file"
+                ).strip()
+                q_archive = shlex.quote(archive_path)
+                try:
+                    size = int(
+                        self._check(
+                            f"tar -cf {q_archive} -C {q_src} . && wc -c < {q_archive}",
+                            f"pack {source}",
+                        ).strip()
+                    )
+                    with tempfile.NamedTemporaryFile(suffix=".tar") as local_archive:
+                        self._download(q_archive, size, Path(local_archive.name))
+                        destination.mkdir(parents=True, exist_ok=True)
+                        with tarfile.open(local_archive.name) as tar:
+                            tar.extractall(destination, filter="tar")
+                finally:
+                    self.run(f"rm -f {q_archive}", 60)
+            self.logger.debug(f"copied {size} bytes", node=self._name)
+        return destination
+
+    def _download(self, q_path: str, size: int, target: Path) -> None:
+        with target.open("wb") as out:
+            offset = 0
+            block = 0
+            while offset < size:
+                result = self.run(
+                    f"dd if={q_path} bs={DOWNLOAD_CHUNK} skip={block} count=1 2>/dev/null", 600
+                )
+                if result.status != 0 or (not result.stdout and offset < size):
+                    raise MachineError(
+                        f"{self._name}: reading {q_path} at byte {offset} of {size} failed "
+                        f"(status {result.status}): {result.stderr.decode(errors='replace')}"
+                    )
+                out.write(result.stdout)
+                offset += len(result.stdout)
+                block += 1
+            if offset != size:
+                raise MachineError(
+                    f"{self._name}: read {offset} bytes of {q_path}, expected {size} "
+                    "(did it change during the copy?)"
+                )
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def is_up(self) -> bool:
+        """Whether the node is running (as far as its runtime knows)."""
+        return self._control.is_running()
+
+    def start(self, timeout: float = 120.0) -> None:
+        """Boot the node if it is not running and wait until it is ready."""
+        with self._lock:
+            if self._control.is_running():
+                return
+            with self.nested("starting"):
+                self._drop_transport()
+                self._control.start(timeout)
+
+    def shutdown(self, timeout: float = 60.0) -> None:
+        """Power the node off cleanly and wait until it has stopped."""
+        with self._lock, self.nested("shutting down"):
+            self._drop_transport()
+            self._control.shutdown(timeout)
+
+    def crash(self) -> None:
+        """Stop the node at once, as a power cut would."""
+        with self._lock, self.nested("crashing"):
+            self._drop_transport()
+            self._control.crash()
+
+    def reboot(self, timeout: float = 180.0) -> None:
+        """Shut the node down cleanly, then start it again."""
+        with self.nested("rebooting"):
+            self.shutdown(timeout / 2)
+            self.start(timeout / 2)
+
+    def block(self) -> None:
+        """Cut the node's experiment NIC (the link goes down as seen by the node)."""
+        with self.nested("blocking the experiment network"):
+            self._control.block()
+
+    def unblock(self) -> None:
+        """Restore the node's experiment NIC after :meth:`block`."""
+        with self.nested("unblocking the experiment network"):
+            self._control.unblock()
+
+    def console_tail(self, lines: int = 20) -> str:
+        """The last ``lines`` lines the node printed on its console."""
+        return self._control.console_tail(lines)
+
+    def sleep(self, seconds: float) -> None:
+        """Pause the scenario (host time). Prefer a ``wait_*`` on the real condition."""
+        self.logger.warning(
+            f"sleeping {seconds:g}s (a wait_* on the condition you need is more robust)",
+            node=self._name,
+        )
+        time.sleep(seconds)
+
+    def _drop_transport(self) -> None:
+        transport, self._transport = self._transport, None
+        self._has_systemd = None
+        if transport is not None:
+            with suppress(TransportError, OSError):
+                transport.close()
+
+    def release(self) -> None:
+        """Close the channel to the node (the node keeps running)."""
+        with self._lock:
+            self._drop_transport()
+
+
+def _write_tar(src: Path, archive: Any) -> None:
+    def as_root(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.uid = info.gid = 0
+        info.uname = info.gname = "root"
+        return info
+
+    with tarfile.open(fileobj=archive, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for child in sorted(src.iterdir()):
+            tar.add(child, arcname=child.name, filter=as_root)
+
+
+def machines_by_role(machines: list[Machine]) -> dict[str, list[Machine]]:
+    """``{role: [machines of that role, by index]}``."""
+    roles: dict[str, list[Machine]] = {}
+    for machine in sorted(machines, key=lambda m: (m.role, m.index)):
+        roles.setdefault(machine.role, []).append(machine)
+    return roles

@@ -1,0 +1,205 @@
+"""``nxc netem``: apply, show, validate and reset network emulation on a running deployment.
+
+The group does not find the deployment itself. The main CLI registers it and hands it,
+through click's context object, a function returning the running session::
+
+    from nxc.netem.cli import NetemSession, netem
+
+    def get_session() -> NetemSession:
+        return NetemSession(deployment, machines, manifest_topology, state_dir)
+
+    main.add_command(netem)          # in nxc/cli.py
+    ctx.obj = get_session            # or any object with a ``netem_session`` attribute,
+                                     # or a dict with a "netem_session" key, holding it
+
+``deployment`` is the running :class:`~nxc.contracts.deployment.Deployment`, ``machines``
+maps node names to driver machines (anything with ``execute(cmd, timeout=…)``),
+``topology`` is the manifest's topology (for ``--from-manifest``; None if it has none) and
+``state_dir`` (optional) is where ``apply`` records the topology it installed, so that
+later ``show``/``validate`` know what was asked. Errors are :class:`nxc.errors.NxcError`
+(one line; the main entry point prints them and exits non-zero).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from nxc.contracts.deployment import Deployment
+from nxc.errors import NxcError
+from nxc.netem.apply import MachineLike, Netem
+from nxc.netem.model import Topology
+from nxc.netem.tcgen import GenOptions
+from nxc.netem.validate import Tolerances
+
+APPLIED_FILE = "netem-topology.json"
+
+
+@dataclass
+class NetemSession:
+    deployment: Deployment
+    machines: Mapping[str, MachineLike]
+    topology: Topology | None = None
+    state_dir: Path | None = None
+
+
+SessionGetter = Callable[[], NetemSession]
+
+
+def _session(ctx: click.Context) -> NetemSession:
+    obj: Any = ctx.obj
+    getter: Any = None
+    if isinstance(obj, Mapping):
+        getter = obj.get("netem_session")
+    elif obj is not None and hasattr(obj, "netem_session"):
+        getter = obj.netem_session
+    elif callable(obj):
+        getter = obj
+    if getter is None:
+        raise NxcError("nxc netem: no running deployment here (start one with 'nxc start')")
+    session = getter() if callable(getter) else getter
+    if isinstance(session, tuple):  # (deployment, machines, topology) is accepted too
+        session = NetemSession(*session)
+    if not isinstance(session, NetemSession):
+        raise NxcError("nxc netem: the session getter returned something unexpected")
+    return session
+
+
+def _applied_path(session: NetemSession) -> Path | None:
+    return session.state_dir / APPLIED_FILE if session.state_dir else None
+
+
+def _current_topology(session: NetemSession) -> Topology:
+    path = _applied_path(session)
+    if path is not None and path.is_file():
+        return Topology.from_dict(json.loads(path.read_text()), source=str(path))
+    return session.topology or Topology()
+
+
+def _netem(session: NetemSession, topology: Topology, leaf: str) -> Netem:
+    return Netem(session.deployment, session.machines, topology, options=GenOptions(leaf=leaf))
+
+
+_leaf_option = click.option(
+    "--leaf",
+    default="netem",
+    show_default=True,
+    hidden=True,
+    help="Leaf qdisc kind (a substitute such as pfifo for kernels without netem; tests only).",
+)
+
+
+@click.group("netem")
+def netem() -> None:
+    """Network emulation between the nodes: delay, loss, rate, partitions."""
+
+
+@netem.command("apply")
+@click.argument("file", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--from-manifest", is_flag=True, help="Use the topology of the build manifest.")
+@click.option("--dry-run", is_flag=True, help="Print each node's tc batch; change nothing.")
+@_leaf_option
+@click.pass_context
+def apply_cmd(
+    ctx: click.Context, file: Path | None, from_manifest: bool, dry_run: bool, leaf: str
+) -> None:
+    """Install the topology FILE (YAML) on every node, replacing nxc's previous one."""
+    if (file is None) == (not from_manifest):
+        raise click.UsageError("give a topology FILE or --from-manifest (one of them)")
+    session = _session(ctx)
+    if file is not None:
+        topology = Topology.load(file)
+    else:
+        if session.topology is None:
+            raise NxcError("nxc netem apply --from-manifest: the manifest has no topology")
+        topology = session.topology
+    net = _netem(session, topology, leaf)
+    if dry_run:
+        for name, script in net.scripts().items():
+            click.echo(f"# {name}")
+            for line in script.ip_before:
+                click.echo(f"# ip: {line}")
+            click.echo(script.tc_batch, nl=False)
+            for line in script.ip_after:
+                click.echo(f"# ip: {line}")
+        return
+    net.apply()
+    path = _applied_path(session)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(topology.to_dict(), indent=2) + "\n")
+    shaped = len(net.pairs())
+    click.echo(f"netem: applied on {len(session.deployment.nodes)} nodes ({shaped} shaped pairs)")
+
+
+@netem.command("show")
+@click.option("--no-state", is_flag=True, help="Only the topology, not each node's tc state.")
+@click.pass_context
+def show_cmd(ctx: click.Context, no_state: bool) -> None:
+    """Show the shaped pairs and what tc has installed on each node."""
+    session = _session(ctx)
+    click.echo(_netem(session, _current_topology(session), "netem").show(installed=not no_state))
+
+
+@netem.command("validate")
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON report instead of a table.")
+@click.option(
+    "--report", type=click.Path(dir_okay=False, path_type=Path), help="Write the JSON report there."
+)
+@click.option("--rate", is_flag=True, help="Also measure rates with iperf3 (where installed).")
+@click.option("--ipv6", is_flag=True, help="Probe IPv6 addresses instead of IPv4.")
+@click.option("--rtt-tolerance-ms", type=float, default=Tolerances.rtt_abs_ms, show_default=True)
+@click.option(
+    "--loss-tolerance",
+    type=float,
+    default=Tolerances.loss_abs,
+    show_default=True,
+    help="Absolute tolerance on loss, as a fraction.",
+)
+@click.pass_context
+def validate_cmd(
+    ctx: click.Context,
+    as_json: bool,
+    report: Path | None,
+    rate: bool,
+    ipv6: bool,
+    rtt_tolerance_ms: float,
+    loss_tolerance: float,
+) -> None:
+    """Measure RTT and loss (and rate) between nodes; exit non-zero if not as asked."""
+    from rich.console import Console
+
+    session = _session(ctx)
+    net = _netem(session, _current_topology(session), "netem")
+    tolerances = Tolerances(rtt_abs_ms=rtt_tolerance_ms, loss_abs=loss_tolerance)
+    result = net.validate(
+        tolerances=tolerances,
+        family="ipv6" if ipv6 else "ipv4",
+        rate=rate,
+        report=report,
+        console=None if as_json else Console(),
+        check=False,
+    )
+    if as_json:
+        click.echo(result.to_json(), nl=False)
+    if not result.ok:
+        from nxc.netem.validate import NetworkMismatch
+
+        raise NetworkMismatch(result.summary())
+
+
+@netem.command("reset")
+@click.pass_context
+def reset_cmd(ctx: click.Context) -> None:
+    """Remove nxc's qdiscs, filters and ifb devices from every node (and nothing else)."""
+    session = _session(ctx)
+    _netem(session, Topology(), "netem").reset()
+    path = _applied_path(session)
+    if path is not None and path.is_file():
+        path.unlink()
+    click.echo(f"netem: reset on {len(session.deployment.nodes)} nodes")

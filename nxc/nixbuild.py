@@ -1,0 +1,497 @@
+"""The Nix side of the CLI: list a flake's outputs, build one, explain failures.
+
+Every nix call goes through :func:`run_nix`, which always enables flakes
+(``--extra-experimental-features 'nix-command flakes'``) and reads nix's
+structured log (``--log-format internal-json``) so that progress can be shown
+and failures turned into one-line :class:`~nxc.errors.BuildError` messages:
+
+- no ``nix`` on PATH                  -> :class:`~nxc.errors.ToolMissing`
+- a nix without flakes                -> says which version is needed
+- an input that cannot be fetched     -> names the input and how to
+  ``--override-input NAME path:/local/dir``
+- an output that does not exist       -> lists the ``composition::flavour`` outputs
+- any other evaluation/build error    -> its first meaningful line
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import subprocess
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from nxc.errors import BuildError, ToolMissing
+from nxc.tools import require_tool
+
+FEATURES = ["--extra-experimental-features", "nix-command flakes"]
+SEPARATOR = "::"
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_NOISE = (
+    "warning: Git tree",
+    "warning: creating lock file",
+    "warning: updating lock file",
+    "warning: not writing modified lock file",
+    "(use '--show-trace'",
+)
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class NixRun:
+    """What one nix invocation printed: stdout, error messages and raw stderr."""
+
+    returncode: int
+    stdout: str
+    errors: list[str]
+    stderr: str
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    output: str
+    flake: Path
+    out_path: Path
+    manifest: Path
+    out_link: Path | None
+    drv_path: str | None = None
+    locked_url: str | None = None
+    inputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    nix_version: str | None = None
+    built_at: str = ""
+
+    def to_record(self) -> dict[str, Any]:
+        """The JSON-able record the project keeps of this build."""
+        return {
+            "output": self.output,
+            "flake": str(self.flake),
+            "locked_url": self.locked_url,
+            "out_path": str(self.out_path),
+            "manifest": str(self.manifest),
+            "out_link": str(self.out_link) if self.out_link else None,
+            "drv_path": self.drv_path,
+            "inputs": self.inputs,
+            "nix_version": self.nix_version,
+            "built_at": self.built_at,
+        }
+
+
+def current_system() -> str:
+    """The Nix system double of this machine (``x86_64-linux``…)."""
+    machine = platform.machine().lower()
+    machine = {"amd64": "x86_64", "arm64": "aarch64"}.get(machine, machine)
+    kernel = platform.system().lower()
+    return f"{machine}-{kernel}"
+
+
+def _strip(text: str) -> str:
+    return _ANSI.sub("", text)
+
+
+def _parse_log(stderr: str, progress: Progress | None) -> tuple[list[str], list[str]]:
+    """Split nix's internal-json stderr into error messages and other lines."""
+    errors: list[str] = []
+    other: list[str] = []
+    for line in stderr.splitlines():
+        if not line.startswith("@nix "):
+            if line.strip():
+                other.append(_strip(line))
+            continue
+        try:
+            event = json.loads(line[5:])
+        except json.JSONDecodeError:
+            continue
+        if not isinstance(event, dict):
+            continue
+        action = event.get("action")
+        if action == "msg" and event.get("level", 9) == 0:
+            errors.append(_strip(str(event.get("msg", ""))))
+        elif action == "start" and progress is not None:
+            text = _strip(str(event.get("text", "")))
+            if text.startswith(("building ", "copying ", "downloading ", "fetching ")):
+                progress(text)
+    return errors, other
+
+
+def nix_binary() -> str:
+    return require_tool("nix")
+
+
+def run_nix(
+    args: Sequence[str],
+    cwd: Path | None = None,
+    progress: Progress | None = None,
+    env: dict[str, str] | None = None,
+) -> NixRun:
+    """Run ``nix ARGS`` with flakes enabled; never raises on a non-zero exit."""
+    nix = nix_binary()
+    argv = [nix, *FEATURES, "--log-format", "internal-json", *args]
+    full_env = dict(os.environ)
+    if env:
+        full_env.update(env)
+    try:
+        if progress is None:
+            done = subprocess.run(
+                argv, cwd=cwd, env=full_env, capture_output=True, text=True, check=False
+            )
+            stdout, stderr, code = done.stdout, done.stderr, done.returncode
+        else:
+            stdout, stderr, code = _run_streaming(argv, cwd, full_env, progress)
+    except FileNotFoundError:
+        raise ToolMissing(
+            "required tool 'nix' not found on PATH (install it: apt-get install nix-bin)"
+        ) from None
+    except PermissionError as exc:
+        raise ToolMissing(f"cannot run nix ({nix}): {exc.strerror}") from None
+    errors, other = _parse_log(stderr, None)
+    return NixRun(code, stdout, errors, "\n".join(other))
+
+
+def _run_streaming(
+    argv: list[str], cwd: Path | None, env: dict[str, str], progress: Progress
+) -> tuple[str, str, int]:
+    """Run nix, passing build activities to ``progress`` while it runs."""
+    with tempfile.TemporaryFile(mode="w+") as out:
+        process = subprocess.Popen(
+            argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.PIPE, text=True
+        )
+        assert process.stderr is not None
+        lines: list[str] = []
+        try:
+            for line in process.stderr:
+                lines.append(line)
+                if line.startswith("@nix "):
+                    _parse_log(line, progress)
+        except BaseException:
+            process.kill()
+            process.wait()
+            raise
+        code = process.wait()
+        out.seek(0)
+        return out.read(), "".join(lines), code
+
+
+def nix_version() -> str | None:
+    try:
+        done = subprocess.run(
+            [nix_binary(), "--version"], capture_output=True, text=True, check=False
+        )
+    except OSError:
+        return None
+    match = re.search(r"(\d+\.\d+(?:\.\d+)?)", done.stdout)
+    return match.group(1) if match else None
+
+
+def flake_ref(flake_dir: Path) -> str:
+    """A flake reference for a local directory (git work trees are detected by nix)."""
+    return str(flake_dir.resolve())
+
+
+def _attr(output: str) -> str:
+    return f'"{output}"' if "." in output else output
+
+
+# --- error translation -----------------------------------------------------------
+
+
+def declared_inputs(flake_dir: Path) -> dict[str, str]:
+    """Input name -> URL as flake.nix declares them (nested ``a/b`` for ``a.inputs.b``).
+
+    Read without locking or fetching anything, to name the input a failed fetch
+    was about.
+    """
+    expr = (
+        "let f = import (builtins.toPath " + json.dumps(str(flake_dir / "flake.nix")) + "); "
+        "ins = f.inputs or {}; "
+        "url = v: if builtins.isString v then v "
+        'else if builtins.isAttrs v then (v.url or (if v ? follows then "follows " + '
+        '(if builtins.isList v.follows then builtins.concatStringsSep "/" v.follows '
+        'else v.follows) else "")) else ""; '
+        "in builtins.foldl' (acc: n: acc // { ${n} = url ins.${n}; } // "
+        "(if builtins.isAttrs ins.${n} && ins.${n} ? inputs then builtins.listToAttrs "
+        '(map (m: { name = n + "/" + m; value = url ins.${n}.inputs.${m}; }) '
+        "(builtins.attrNames ins.${n}.inputs)) else {})) {} (builtins.attrNames ins)"
+    )
+    try:
+        run = run_nix(["eval", "--json", "--impure", "--expr", expr])
+    except ToolMissing:
+        return {}
+    if run.returncode != 0:
+        return {}
+    try:
+        value = json.loads(run.stdout)
+    except json.JSONDecodeError:
+        return {}
+    if not isinstance(value, dict):
+        return {}
+    return {str(k): str(v) for k, v in value.items()}
+
+
+_FETCH_FAILURE = re.compile(
+    r"unable to download '([^']+)'|unable to access '([^']+)'|cannot download|"
+    r"Could not resolve host|Couldn't resolve host|Failed to connect|"
+    r"is not allowed in offline mode|in offline mode|"
+    r"cannot (?:look up|fetch|query) .*(?:offline|'([^']+)')",
+    re.IGNORECASE,
+)
+
+
+def _url_keys(url: str) -> list[str]:
+    """Fragments that identify a flake URL inside a download error."""
+    keys: list[str] = []
+    match = re.match(r"(github|gitlab|sourcehut):([^/]+)/([^/?#]+)", url)
+    if match:
+        keys.append(f"{match.group(2)}/{match.group(3)}".lower())
+    stripped = re.sub(r"^(git\+|path:|file\+)", "", url).split("?")[0].rstrip("/")
+    stripped = re.sub(r"\.git$", "", stripped)
+    if "://" in stripped:
+        keys.append(stripped.split("://", 1)[1].lower())
+    return keys
+
+
+def _fetch_failure(text: str, flake_dir: Path) -> str | None:
+    if not _FETCH_FAILURE.search(text):
+        return None
+    lowered = text.lower()
+    declared = declared_inputs(flake_dir)
+    for name, url in declared.items():
+        if url.startswith("follows") or not url:
+            continue
+        if any(key and key in lowered for key in _url_keys(url)):
+            return (
+                f"input '{name}' ({url}) cannot be fetched: this machine seems offline. "
+                f"Use a local copy instead: nxc build --override-input {name} path:/abs/dir"
+                + (
+                    f" (or add `inputs.{name.replace('/', '.inputs.')}.follows = ...` to flake.nix)"
+                    if "/" in name
+                    else ""
+                )
+            )
+    names = ", ".join(n for n, u in declared.items() if u and not u.startswith("follows"))
+    first = _first_line(text) or "a download failed"
+    hint = f"; inputs declared: {names}" if names else ""
+    return (
+        f"an input cannot be fetched ({first}): this machine seems offline. "
+        f"Use a local copy: nxc build --override-input NAME path:/abs/dir{hint}"
+    )
+
+
+def _first_line(text: str) -> str:
+    """The first line of a nix error that says something (not a trace frame)."""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith(_NOISE) or line.startswith(("at ", "…", "... ")):
+            continue
+        if line.startswith("error:"):
+            line = line[len("error:") :].strip()
+            if not line:
+                continue
+        elif line.startswith("warning:"):
+            continue
+        return line
+    return ""
+
+
+def _explain(
+    run: NixRun,
+    flake_dir: Path,
+    output: str | None,
+    action: str,
+    extra_args: Sequence[str] = (),
+) -> BuildError:
+    text = "\n".join([*run.errors, run.stderr])
+    if re.search(r"experimental Nix feature '(flakes|nix-command)' is disabled", text) or re.search(
+        r"unrecogni[sz]ed (flag|option) '--(extra-)?experimental-features'", text
+    ):
+        version = nix_version() or "unknown"
+        return BuildError(
+            f"this nix ({version}) cannot use flakes; nxc needs Nix >= 2.8 with the "
+            "'nix-command flakes' features (Debian 12: apt-get install nix-bin)"
+        )
+    if "does not provide attribute" in text and output is not None:
+        try:
+            available = list_outputs(flake_dir, extra_args=extra_args)
+        except BuildError:
+            available = []
+        listed = ", ".join(available) if available else "none"
+        return BuildError(
+            f"the flake in {flake_dir} has no output '{output}' (available: {listed})"
+        )
+    fetch = _fetch_failure(text, flake_dir)
+    if fetch is not None:
+        return BuildError(fetch)
+    missing = re.search(r"getting status of '/nix/store/[^/']+-source/([^']+)': No such file", text)
+    if missing and (flake_dir / missing.group(1)).exists():
+        return BuildError(
+            f"{missing.group(1)} exists but nix cannot see it: in a git work tree a flake only "
+            f"sees tracked files (run: git -C {flake_dir} add {missing.group(1)})"
+        )
+    if re.search(r"path '[^']*/flake\.nix' does not exist|does not contain a 'flake\.nix'", text):
+        return BuildError(f"{flake_dir}: no flake.nix here (create one with: nxc init -t basic)")
+    first = _first_line("\n".join(run.errors)) or _first_line(run.stderr) or "nix failed"
+    if first.startswith("builder for"):
+        drv = re.search(r"'(/nix/store/[^']+\.drv)'", first)
+        hint = f" (see: nix log {drv.group(1)})" if drv else ""
+        return BuildError(f"{action} failed: {first}{hint}")
+    return BuildError(f"{action} failed: {first}")
+
+
+# --- public API ---------------------------------------------------------------------
+
+
+def list_outputs(
+    flake_dir: Path, system: str | None = None, extra_args: Sequence[str] = ()
+) -> list[str]:
+    """The ``composition::flavour`` packages the flake provides for this system.
+
+    Only the names are evaluated: nothing is built and nixpkgs is not forced.
+    """
+    system = system or current_system()
+    apply = f"ps: builtins.attrNames (ps.{json.dumps(system)} or {{}})"
+    args = [*_metadata_args(extra_args), "--json", f"{flake_ref(flake_dir)}#packages"]
+    run = run_nix(["eval", *args, "--apply", apply], cwd=flake_dir)
+    if run.returncode != 0:
+        if "does not provide attribute" in "\n".join(run.errors) + run.stderr:
+            return []
+        raise _explain(run, flake_dir, None, "listing the flake's outputs", extra_args)
+    try:
+        names = json.loads(run.stdout)
+    except json.JSONDecodeError:
+        raise BuildError(
+            f"nix eval printed something that is not JSON: {run.stdout[:80]!r}"
+        ) from None
+    return sorted(n for n in names if isinstance(n, str) and SEPARATOR in n)
+
+
+def default_output(flake_dir: Path, flavour: str, extra_args: Sequence[str] = ()) -> str:
+    """The output to build for ``flavour`` when the user did not say (``-C``)."""
+    outputs = list_outputs(flake_dir, extra_args=extra_args)
+    matching = [o for o in outputs if o.endswith(f"{SEPARATOR}{flavour}")]
+    if len(matching) == 1:
+        return matching[0]
+    if not matching:
+        listed = ", ".join(outputs) if outputs else "none"
+        raise BuildError(
+            f"the flake in {flake_dir} has no output for flavour '{flavour}' (available: {listed})"
+        )
+    preferred = f"composition{SEPARATOR}{flavour}"
+    if preferred in matching:
+        return preferred
+    raise BuildError(
+        f"the flake in {flake_dir} has several compositions for '{flavour}': choose one with "
+        f"-C ({', '.join(matching)})"
+    )
+
+
+def default_out_link(flake_dir: Path, output: str) -> Path:
+    composition, _, flavour = output.partition(SEPARATOR)
+    return flake_dir / f"result-{composition}-{flavour}" if flavour else flake_dir / "result"
+
+
+def locked_inputs(
+    flake_dir: Path, extra_args: Sequence[str] = ()
+) -> tuple[str | None, dict[str, dict[str, Any]]]:
+    """The flake's locked URL and its inputs' locked references (``nix flake metadata``)."""
+    args = ["flake", "metadata", "--json", *_metadata_args(extra_args), flake_ref(flake_dir)]
+    run = run_nix(args, cwd=flake_dir)
+    if run.returncode != 0:
+        return None, {}
+    try:
+        meta = json.loads(run.stdout)
+    except json.JSONDecodeError:
+        return None, {}
+    nodes = meta.get("locks", {}).get("nodes", {})
+    root = meta.get("locks", {}).get("root", "root")
+    inputs: dict[str, dict[str, Any]] = {}
+    for name, node in nodes.items():
+        if name == root or not isinstance(node, dict) or "locked" not in node:
+            continue
+        inputs[name] = {"locked": node["locked"], "original": node.get("original", {})}
+    url = meta.get("url") or meta.get("resolvedUrl")
+    return (str(url) if url else None), inputs
+
+
+def _metadata_args(extra_args: Sequence[str]) -> list[str]:
+    """The subset of build flags that `nix flake metadata` understands."""
+    kept: list[str] = []
+    args = list(extra_args)
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--override-input" and i + 2 < len(args):
+            kept += args[i : i + 3]
+            i += 3
+            continue
+        if arg in ("--offline", "--show-trace", "--impure"):
+            kept.append(arg)
+        i += 1
+    return kept
+
+
+def build(
+    flake_dir: Path,
+    output: str,
+    out_link: Path | None = None,
+    extra_args: Sequence[str] = (),
+    progress: Progress | None = None,
+    parameters: dict[str, Any] | None = None,
+) -> BuildResult:
+    """``nix build FLAKE#OUTPUT``; returns where the result and its manifest are.
+
+    ``extra_args`` are passed to nix (``--show-trace``, ``--offline``,
+    ``--override-input NAME REF``…). ``parameters`` overrides composition
+    parameters for this build: they are written to a JSON file named by
+    ``NXC_PARAMETERS_FILE`` and the evaluation is made ``--impure`` (the values
+    used end up in the manifest).
+    """
+    flake_dir = flake_dir.resolve()
+    if not (flake_dir / "flake.nix").is_file():
+        raise BuildError(f"{flake_dir}: no flake.nix here (create one with: nxc init -t basic)")
+    out_link = out_link or default_out_link(flake_dir, output)
+    args = ["build", "--json", "--out-link", str(out_link), *extra_args]
+    env: dict[str, str] = {}
+    with tempfile.TemporaryDirectory(prefix="nxc-params-") as tmp:
+        if parameters:
+            params_file = Path(tmp) / "parameters.json"
+            params_file.write_text(json.dumps(parameters))
+            env["NXC_PARAMETERS_FILE"] = str(params_file)
+            if "--impure" not in args:
+                args.append("--impure")
+        args.append(f"{flake_ref(flake_dir)}#{_attr(output)}")
+        run = run_nix(args, cwd=flake_dir, progress=progress, env=env)
+    if run.returncode != 0:
+        raise _explain(run, flake_dir, output, f"building {output}", extra_args)
+    try:
+        built = json.loads(run.stdout)
+        entry = built[0]
+        out_path = Path(entry["outputs"]["out"])
+    except (json.JSONDecodeError, LookupError, TypeError):
+        raise BuildError(f"nix build printed unexpected output: {run.stdout[:120]!r}") from None
+    manifest = out_path / "manifest.json"
+    if not manifest.is_file():
+        raise BuildError(
+            f"{output} built {out_path}, which has no manifest.json: is it an nxc composition "
+            "output (made by nxc.lib.compose)?"
+        )
+    if progress is not None:
+        progress("reading the flake's locked inputs")
+    locked_url, inputs = locked_inputs(flake_dir, extra_args)
+    return BuildResult(
+        output=output,
+        flake=flake_dir,
+        out_path=out_path,
+        manifest=manifest,
+        out_link=out_link,
+        drv_path=entry.get("drvPath"),
+        locked_url=locked_url,
+        inputs=inputs,
+        nix_version=nix_version(),
+        built_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )

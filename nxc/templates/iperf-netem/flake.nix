@@ -1,0 +1,15 @@
+{
+  description = "nxc composition: throughput and RTT under an emulated network";
+
+  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-24.11";
+  inputs.nxc.url = "@NXC_FLAKE_URL@";
+  # One nixpkgs for the roles and for nxc.
+  inputs.nxc.inputs.nixpkgs.follows = "nixpkgs";
+
+  outputs = { self, nixpkgs, nxc }:
+    nxc.lib.compose {
+      inherit nixpkgs;
+      name = "iperf-netem";
+      composition = ./composition.nix;
+    };
+}

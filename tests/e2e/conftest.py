@@ -1,0 +1,65 @@
+"""End-to-end fixtures: a real selftest composition, built by real nix, booted as VMs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from nxc.project import Project, process_start_time
+from tests.conftest import run_nxc
+
+
+def require_host_tools() -> None:
+    missing = [t for t in ("nix", "qemu-system-x86_64", "vde_switch") if not shutil.which(t)]
+    if missing:
+        pytest.fail(f"end-to-end tests need {', '.join(missing)} (run scripts/setup)")
+
+
+@pytest.fixture(scope="session")
+def built_selftest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`nxc init -t selftest` + `nxc build`, once per test session."""
+    require_host_tools()
+    directory = tmp_path_factory.mktemp("selftest")
+    result = run_nxc("init", "-t", "selftest", str(directory))
+    assert result.returncode == 0, result.stderr
+    result = run_nxc("build", cwd=directory)
+    assert result.returncode == 0, result.stderr
+    builds = json.loads((directory / "nxc" / "builds.json").read_text())
+    assert Path(builds["vm-ramdisk"]["manifest"]).is_file()
+    return directory
+
+
+def leftovers(project_dir: Path, pids: list[tuple[int, int | None]], run_dir: Path) -> list[str]:
+    """Everything a stopped run must not have left behind."""
+    found = [f"process {pid}" for pid, start in pids if process_start_time(pid) == start]
+    if run_dir.exists():
+        found.append(f"runtime dir {run_dir}")
+    state = project_dir / "nxc"
+    for name in ("deployment.json", "runtime.json", "run.json", "ledger.jsonl", "keys"):
+        if (state / name).exists():
+            found.append(f"state {name}")
+    return found
+
+
+def ledger_pids(project_dir: Path) -> list[tuple[int, int | None]]:
+    ledger = Project(project_dir).ledger
+    return [(int(r.ident), r.start_time) for r in ledger.entries() if r.kind == "process"]
+
+
+def runtime_dir(project_dir: Path) -> Path:
+    return Path(json.loads((project_dir / "nxc" / "runtime.json").read_text())["run_dir"])
+
+
+@pytest.fixture(scope="module")
+def cluster3(built_selftest: Path) -> Iterator[Path]:
+    """A running 3-node selftest deployment (started with the real CLI)."""
+    result = run_nxc("start", "-r", "node=3", cwd=built_selftest)
+    try:
+        assert result.returncode == 0, result.stderr
+        yield built_selftest
+    finally:
+        run_nxc("stop", cwd=built_selftest)

@@ -1,0 +1,187 @@
+"""The issue's end-to-end path: init → build → start 3 VMs → drive → stop, all real."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from nxc.driver.session import open_driver
+
+from nxc.keys import generate_key
+from nxc.project import Project
+from nxc.session import running
+from tests.conftest import run_nxc
+from tests.e2e.conftest import ledger_pids, leftovers, runtime_dir
+
+pytestmark = pytest.mark.vm
+
+
+@pytest.fixture(scope="module")
+def driver(cluster3: Path) -> Iterator[object]:
+    with open_driver(running(Project(cluster3))) as opened:
+        yield opened
+
+
+def test_status_lists_three_running_nodes(cluster3: Path) -> None:
+    result = run_nxc("status", cwd=cluster3)
+    assert result.returncode == 0, result.stderr
+    for name in ("node1", "node2", "node3"):
+        assert name in result.stdout
+    assert result.stdout.count("running") == 3
+
+
+def test_nodes_know_each_other_and_exchange_data(driver) -> None:  # type: ignore[no-untyped-def]
+    machines = driver.machines
+    assert [m.name for m in machines] == ["node1", "node2", "node3"]
+    node1, node2, node3 = machines
+    assert node2.succeed("cat /etc/nxc/role /etc/nxc/index").split() == ["node", "2"]
+    assert node3.succeed(". /etc/nxc/env; echo $NXC_ROLE $NXC_INDEX $NXC_REPLICAS").split() == [
+        "node", "3", "3",
+    ]  # fmt: skip
+    assert "198.18.0.2" in node1.succeed("getent hosts node2 || grep -w node2 /etc/hosts")
+    token = node2.succeed("head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n'").strip()
+    node2.succeed(f"mkdir -p /srv/www && echo {token} > /srv/www/token")
+    node2.succeed("busybox httpd -p 8080 -h /srv/www")
+    node2.wait_for_open_port(8080)
+    fetched = node1.succeed("wget -q -O - http://node2:8080/token")
+    assert fetched.strip() == token
+
+
+def test_failing_command_raises_with_node_and_output(driver) -> None:  # type: ignore[no-untyped-def]
+    from nxc.errors import MachineError
+
+    with pytest.raises(MachineError, match="node1") as info:
+        driver.machines[0].succeed("echo visible-output; exit 3")
+    assert "visible-output" in str(info.value)
+    status, _ = driver.machines[0].execute("exit 5")
+    assert status == 5
+
+
+def test_block_and_unblock(driver) -> None:  # type: ignore[no-untyped-def]
+    node1, node2, _ = driver.machines
+    node1.succeed("ping -c 1 -W 2 node2")
+    node2.block()
+    try:
+        node1.fail("ping -c 2 -W 1 node2")
+    finally:
+        node2.unblock()
+    node1.wait_until_succeeds("ping -c 1 -W 1 node2", timeout=30)
+
+
+def test_crash_and_restart(driver) -> None:  # type: ignore[no-untyped-def]
+    node3 = driver.machines[2]
+    before = node3.succeed("cat /proc/sys/kernel/random/boot_id").strip()
+    node3.crash()
+    assert not node3.is_up()
+    node3.start()
+    after = node3.succeed("cat /proc/sys/kernel/random/boot_id").strip()
+    assert after != before
+    driver.machines[0].wait_until_succeeds("ping -c 1 -W 1 node3", timeout=30)
+
+
+def test_ssh_with_the_deployment_key(cluster3: Path, tmp_path: Path) -> None:
+    current = running(Project(cluster3))
+    argv = current.ssh_argv("node2")
+    result = subprocess.run([*argv, "cat /etc/nxc/node"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "node2"
+    # Another key (not the deployment's) is refused.
+    stranger = generate_key(tmp_path / "stranger", "stranger")
+    key_index = argv.index("-i") + 1
+    argv[key_index] = str(stranger.private)
+    refused = subprocess.run(
+        [*argv, "-o", "BatchMode=yes", "true"], capture_output=True, text=True, timeout=60
+    )
+    assert refused.returncode != 0
+
+
+def test_testscript_passes_with_reports(cluster3: Path) -> None:
+    result = run_nxc("driver", "-t", cwd=cluster3)
+    assert result.returncode == 0, result.stdout + result.stderr
+    run_dir = running(Project(cluster3)).run_dir
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["success"] is True
+    junit = ET.parse(run_dir / "report.xml").getroot()
+    assert junit.find(".//failure") is None
+
+
+def test_false_assertion_fails_with_clear_report(cluster3: Path) -> None:
+    script = cluster3 / "false.py"
+    script.write_text(
+        'with subtest("hostname is wrong on purpose"):\n'
+        '    assert node1.succeed("hostname").strip() == "not-node1", "hostname mismatch"\n'
+    )
+    result = run_nxc("driver", str(script), cwd=cluster3)
+    assert result.returncode != 0
+    assert "hostname mismatch" in result.stdout + result.stderr
+    run_dir = running(Project(cluster3)).run_dir
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["success"] is False
+    failures = ET.parse(run_dir / "report.xml").getroot().findall(".//failure")
+    assert failures and any("hostname mismatch" in (f.get("message") or "") for f in failures)
+
+
+def test_stop_leaves_nothing_and_is_idempotent(built_selftest: Path) -> None:
+    result = run_nxc("start", "-r", "node=2", cwd=built_selftest)
+    assert result.returncode == 0, result.stderr
+    pids = ledger_pids(built_selftest)
+    assert len(pids) == 3  # vde_switch + 2 QEMU
+    run_dir = runtime_dir(built_selftest)
+    assert run_dir.exists()
+    first = run_nxc("stop", cwd=built_selftest)
+    assert first.returncode == 0, first.stderr
+    assert "stopped qemu for node1" in first.stdout
+    assert leftovers(built_selftest, pids, run_dir) == []
+    second = run_nxc("stop", cwd=built_selftest)
+    assert second.returncode == 0
+    assert second.stdout.strip() == "nothing to stop"
+
+
+def test_late_nodes_are_named_and_cleaned_up(built_selftest: Path) -> None:
+    result = run_nxc("start", "-r", "node=2", "--timeout", "1", cwd=built_selftest)
+    assert result.returncode != 0
+    assert "nodes not ready: node1, node2" in result.stderr
+    assert "--- console of node1 ---" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (built_selftest / "nxc" / "deployment.json").exists()
+    assert not (built_selftest / "nxc" / "ledger.jsonl").exists()
+
+
+def test_ctrl_c_during_start_cleans_up(built_selftest: Path) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nxc.cli", "start", "-r", "node=2"],
+        cwd=built_selftest,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    ledger = built_selftest / "nxc" / "ledger.jsonl"
+    deadline = time.monotonic() + 60
+    # Interrupt once both VMs are launched (they are in the ledger) but not yet ready.
+    while time.monotonic() < deadline and ledger_count(ledger) < 2:
+        time.sleep(0.05)
+    pids = ledger_pids(built_selftest)
+    assert len(pids) >= 2, "start never launched anything"
+    run_dirs = [
+        Path(r.ident) for r in Project(built_selftest).ledger.entries()
+        if r.description == "runtime directory"
+    ]  # fmt: skip
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "interrupted" in stderr
+    assert leftovers(built_selftest, pids, run_dirs[0]) == []
+
+
+def ledger_count(path: Path) -> int:
+    try:
+        return sum('"process"' in line for line in path.read_text().splitlines())
+    except FileNotFoundError:
+        return 0

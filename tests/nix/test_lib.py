@@ -1,0 +1,306 @@
+"""The pure part of nxc's Nix library, evaluated with the real nix against expected JSON.
+
+Naming must agree with nxc/expand.py, and the manifest the library assembles must
+validate against the schema the Python side reads.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from nxc.contracts import Manifest
+from nxc.expand import expand
+from tests.nix.nixutil import eval_error, eval_json, needs_nix
+
+pytestmark = [pytest.mark.nix, needs_nix]
+
+COMPOSITION = """
+  ({ parameters, ... }: {
+    description = "two roles";
+    parameters = { clients = 2; rate = "100mbit"; verbose = false; };
+    roles = {
+      server = { quantity = 1; resources = { memory_mb = 512; cpus = 2; }; module = { }; };
+      client = { pkgs, ... }: { };
+      worker = { quantity = parameters.clients; module = { }; };
+    };
+    testScript = "start_all()";
+    topology = {
+      groups.edge = [ "client" "worker2" ];
+      constraints = [ { from = "server"; to = "edge"; delay = "50ms"; rate = parameters.rate; } ];
+    };
+  })
+"""
+
+
+def test_node_names() -> None:
+    assert eval_json('lib.nodeNames "server" 3') == ["server1", "server2", "server3"]
+    assert eval_json('lib.nodeNames "x" 0') == []
+
+
+def test_expand_nodes_matches_python_ordering() -> None:
+    nodes = eval_json("lib.expandNodes { server = 1; client = 2; }")
+    assert nodes == [
+        {"name": "client1", "role": "client", "index": 1, "ordinal": 1},
+        {"name": "client2", "role": "client", "index": 2, "ordinal": 2},
+        {"name": "server1", "role": "server", "index": 1, "ordinal": 3},
+    ]
+
+
+def test_name_clashes() -> None:
+    assert eval_json("lib.nameClashes { node = 11; node1 = 1; }") == ["node11"]
+    assert eval_json("lib.nameClashes { a = 3; b = 3; }") == []
+
+
+def test_split_node_name() -> None:
+    assert eval_json('lib.splitNodeName [ "server" "client" ] "client12"') == {
+        "role": "client",
+        "index": 12,
+    }
+    assert eval_json('lib.splitNodeName [ "server" ] "server0"') is None
+    assert eval_json('lib.splitNodeName [ "server" ] "other1"') is None
+
+
+def test_quantities_resources_and_defaults() -> None:
+    c = eval_json(
+        f'let c = lib.normaliseComposition {{ name = "demo"; composition = {COMPOSITION}; }}; '
+        "in { inherit (c) quantities parameters testScript roleNames; "
+        "resources = builtins.mapAttrs (_: r: r.resources) c.roles; }"
+    )
+    assert c["quantities"] == {"client": 1, "server": 1, "worker": 2}
+    assert c["roleNames"] == ["client", "server", "worker"]
+    assert c["parameters"] == {"clients": 2, "rate": "100mbit", "verbose": False}
+    assert c["resources"] == {"client": {}, "server": {"memory_mb": 512, "cpus": 2}, "worker": {}}
+    assert c["testScript"] == "start_all()"
+
+
+def test_parameter_overrides_flow_into_the_composition() -> None:
+    c = eval_json(
+        f'let c = lib.normaliseComposition {{ name = "demo"; composition = {COMPOSITION}; '
+        'overrides = { clients = 5; rate = "1gbit"; }; }; '
+        "in { inherit (c) quantities parameters topology; }"
+    )
+    assert c["quantities"]["worker"] == 5
+    assert c["parameters"]["rate"] == "1gbit"
+    assert c["topology"]["constraints"][0]["rate"] == "1gbit"
+
+
+def test_parameter_merge_checks_names_and_types() -> None:
+    merged = eval_json(
+        'lib.mergeParameters { where = "c"; declared = { n = 3; x = 1.5; s = null; }; '
+        'overrides = { n = 4; x = 2; s = "any"; }; }'
+    )
+    assert merged == {"n": 4, "x": 2, "s": "any"}
+    err = eval_error(
+        'lib.mergeParameters { where = "c"; declared = { n = 3; }; overrides = { m = 1; }; }'
+    )
+    assert "parameter 'm' is not declared" in err and "declared: n" in err
+    err = eval_error(
+        'lib.mergeParameters { where = "c"; declared = { n = 3; }; overrides = { n = "3"; }; }'
+    )
+    assert "parameter 'n' must be a int like its default, got a string" in err
+
+
+def test_parameters_from_the_environment(tmp_path: Path) -> None:
+    file = tmp_path / "params.json"
+    file.write_text(json.dumps({"clients": 7, "rate": "10mbit"}))
+    env = {"NXC_PARAMETERS_FILE": str(file), "NXC_PARAMETERS": '{"rate": "20mbit"}'}
+    assert eval_json("lib.parametersFromEnvironment", env) == {"clients": 7, "rate": "20mbit"}
+    assert eval_json("lib.parametersFromEnvironment", {"NXC_PARAMETERS": ""}) == {}
+
+
+def test_topology_normalisation() -> None:
+    t = eval_json(
+        'lib.normaliseTopology { where = "c"; roles = [ "client" "server" ]; topology = {'
+        ' groups = { site = [ "server" "client2" ]; wan = { roles = [ "client" ]; }; };'
+        ' defaults.delay = "1ms";'
+        ' constraints = [ { from = "site"; to = [ "wan" "*" ]; delay = "50ms"; loss = "1%"; } ];'
+        ' partitions = [ { from = "server1"; to = "client"; } ]; }; }'
+    )
+    assert t == {
+        "nxc_topology": 1,
+        "groups": {
+            "site": {"roles": ["server"], "nodes": ["client2"]},
+            "wan": {"roles": ["client"], "nodes": []},
+        },
+        "defaults": {"delay": "1ms"},
+        "constraints": [{"from": "site", "to": ["wan", "*"], "delay": "50ms", "loss": "1%"}],
+        "partitions": [{"from": "server1", "to": "client"}],
+    }
+    assert (
+        eval_json('lib.normaliseTopology { where = "c"; roles = [ "a" ]; topology = null; }')
+        is None
+    )
+
+
+@pytest.mark.parametrize(
+    ("topology", "message"),
+    [
+        ('{ groups.g = [ "nobody" ]; }', "'nobody' is neither a role"),
+        ('{ constraints = [ { from = "a"; to = "ghost"; } ]; }', "`to`: 'ghost' is not a group"),
+        ('{ constraints = [ { to = "a"; } ]; }', "`from` is missing"),
+        ('{ groups.a = [ "a" ]; }', "cannot have the name of a role"),
+        ("{ nxc_topology = 2; }", "nxc_topology 2 is not supported"),
+    ],
+)
+def test_topology_errors(topology: str, message: str) -> None:
+    err = eval_error(
+        f'lib.normaliseTopology {{ where = "composition \'c\'"; roles = [ "a" ]; '
+        f"topology = {topology}; }}"
+    )
+    assert message in err and "composition 'c': topology" in err
+
+
+@pytest.mark.parametrize(
+    ("composition", "message"),
+    [
+        ("{ }", "`roles` must be a non-empty attribute set"),
+        ("{ roles.Bad = { }; }", "'Bad' is not a valid name"),
+        ('{ roles.a = { quantity = "2"; }; }', "quantity must be a whole number"),
+        ("{ roles.a = { quantity = 5000; }; }", "quantity 5000 is out of range"),
+        ("{ roles.a = { resources.memory_mb = 10; }; }", "resources.memory_mb must be"),
+        ("{ roles.a = { resources.disk = 1; }; }", "unknown resource 'disk'"),
+        ("{ roles.a = { }; extra = 1; }", "unknown attribute 'extra'"),
+        (
+            "{ roles = { node = { quantity = 11; }; node1 = { }; }; }",
+            "both have a node named 'node11'",
+        ),
+    ],
+)
+def test_composition_errors(composition: str, message: str) -> None:
+    err = eval_error(
+        f'(lib.normaliseComposition {{ name = "bad"; composition = {composition}; }}).quantities'
+    )
+    assert message in err
+
+
+def test_assembled_manifest_validates_and_expands(tmp_path: Path) -> None:
+    document = eval_json(
+        f'let c = lib.normaliseComposition {{ name = "demo"; composition = {COMPOSITION}; }}; in '
+        'lib.assembleManifest { composition = c; flavour = "vm-ramdisk"; system = "x86_64-linux"; '
+        'nxcVersion = "0.0.0"; defaultResources = { memory_mb = 1024; }; '
+        "artifacts = builtins.mapAttrs "
+        '(n: _: { kernel = "/nix/store/k-${n}/bzImage"; initrd = "/nix/store/i-${n}/initrd"; '
+        'kernel_params = "init=/nix/store/s-${n}/init"; '
+        'closure = "/nix/store/s-${n}"; }) c.roles; }'
+    )
+    assert document["nxc_manifest"] == 1
+    assert document["image_kind"] == "nixos" and document["reproducible"] is True
+    assert document["roles"]["server"]["resources"] == {"memory_mb": 512, "cpus": 2}
+    assert document["roles"]["client"]["resources"] == {"memory_mb": 1024}
+    assert document["roles"]["worker"]["quantity"] == 2
+    assert document["topology"]["groups"]["edge"] == {"roles": ["client"], "nodes": ["worker2"]}
+    path = tmp_path / "manifest.json"
+    path.write_text(json.dumps(document))
+    manifest = Manifest.load(path)
+    deployment = expand(manifest, {}, "test-deployment", ["ssh-ed25519 AAAA test"])
+    python_names = [n.name for n in deployment.nodes]
+    nix_names = [
+        n["name"] for n in eval_json("lib.expandNodes { client = 1; server = 1; worker = 2; }")
+    ]
+    assert python_names == nix_names
+
+
+@pytest.mark.parametrize(
+    ("flavour", "artifacts", "message"),
+    [
+        ("vm-ramdisk", '{ kernel = "/k"; }', "did not provide 'initrd'"),
+        ("docker", '{ kernel = "/k"; }', "did not provide 'container'"),
+        ("vm-ramdisk", '{ kernel = "/k"; initrd = "/i"; foo = 1; }', "unknown artifact 'foo'"),
+        ("laptop", '{ kernel = "/k"; initrd = "/i"; }', "unknown flavour 'laptop'"),
+    ],
+)
+def test_manifest_assembly_errors(flavour: str, artifacts: str, message: str) -> None:
+    err = eval_error(
+        'let c = lib.normaliseComposition { name = "m"; composition = { roles.a = { }; }; }; in '
+        f'(lib.assembleManifest {{ composition = c; flavour = "{flavour}"; system = "x"; '
+        f"artifacts = {{ a = {artifacts}; }}; }}).roles"
+    )
+    assert message in err
+
+
+def test_compose_lists_outputs_without_nixpkgs() -> None:
+    names = eval_json(
+        'builtins.attrNames (lib.compose { composition = { roles.node = { }; }; name = "t"; '
+        'imageKind = "selftest"; }).packages.x86_64-linux'
+    )
+    assert names == ["t::g5k-ramdisk", "t::vm-ramdisk"]
+    names = eval_json(
+        "builtins.attrNames (lib.compose { compositions = { a = { roles.x = { }; }; "
+        'b = { roles.y = { }; }; }; flavours = [ "docker" ]; }).packages.x86_64-linux'
+    )
+    assert names == ["a::docker", "b::docker"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ('imageKind = "selftest"; flavours = [ "docker" ];', "cannot build flavour 'docker'"),
+        ('imageKind = "arch";', "unknown imageKind 'arch'"),
+        ('flavours = [ "cloud" ];', "unknown flavour 'cloud'"),
+    ],
+)
+def test_compose_argument_errors(args: str, message: str) -> None:
+    err = eval_error(
+        f"builtins.attrNames (lib.compose {{ composition = {{ roles.a = {{ }}; }}; {args} }})"
+        ".packages.x86_64-linux"
+    )
+    assert message in err
+
+
+def test_nixos_without_nixpkgs_is_a_clear_error() -> None:
+    err = eval_error(
+        "(lib.compose { composition = { roles.a = { }; }; })"
+        '.packages.x86_64-linux."composition::vm-ramdisk".drvPath'
+    )
+    assert "imageKind 'nixos' needs `nixpkgs`" in err
+
+
+def test_unknown_parameter_override_is_an_error() -> None:
+    err = eval_error(
+        "(lib.compose { composition = { parameters.n = 1; roles.a = { }; }; "
+        'imageKind = "selftest"; '
+        'selftestBuilder = _: throw "unused"; parameters = { m = 2; }; })'
+        '.packages.x86_64-linux."composition::vm-ramdisk".drvPath'
+    )
+    assert "'m' is not declared by any composition" in err
+
+
+def test_version_comes_from_the_python_package() -> None:
+    from nxc import __version__
+
+    assert eval_json("lib.version") == __version__
+
+
+TEMPLATES = Path(__file__).resolve().parents[2] / "nxc" / "templates"
+
+
+@pytest.mark.parametrize(
+    ("name", "quantities"),
+    [
+        ("basic", {"node": 1}),
+        ("webserver", {"server": 1, "client": 2}),
+        ("iperf-netem", {"server": 1, "client": 1}),
+        ("ring", {"server": 4, "client": 1}),
+        ("selftest", {"node": 3}),
+    ],
+)
+def test_template_compositions_normalise(name: str, quantities: dict[str, int]) -> None:
+    kind = "selftest" if name == "selftest" else "nixos"
+    c = eval_json(
+        f'let c = lib.normaliseComposition {{ name = "{name}"; imageKind = "{kind}"; '
+        f"composition = {TEMPLATES / name / 'composition.nix'}; }}; "
+        "in { inherit (c) quantities topology parameters; t = c.testScript != null; }"
+    )
+    assert c["quantities"] == quantities
+    assert c["t"] is True
+    if name == "iperf-netem":
+        assert c["topology"]["constraints"][0] == {
+            "from": "server",
+            "to": "client",
+            "delay": "20ms",
+            "rate": "100mbit",
+            "symmetric": True,
+        }
