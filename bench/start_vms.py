@@ -25,7 +25,7 @@ def timed_nxc_start(project: Path) -> tuple[float, dict]:  # type: ignore[type-a
     begin = time.monotonic()
     nxc("start", "-r", "node=3", cwd=project)
     elapsed = time.monotonic() - begin
-    runtime = json.loads((project / "nxc" / "runtime.json").read_text())
+    runtime = json.loads((project / ".nxc" / "runtime.json").read_text())
     nxc("stop", cwd=project)
     return elapsed, runtime
 
@@ -41,11 +41,11 @@ def timed_plain(runtime: dict, project: Path) -> float:  # type: ignore[type-arg
         ]
         # Per-node files the argv expects: deployment and host keys are not
         # regenerated here (the baseline skips that work by design).
-        shutil.copy(project / "nxc" / "runs" / runtime["deployment"] / "deployment.json",
+        shutil.copy(project / ".nxc" / "runs" / runtime["deployment"] / "deployment.json",
                     tmpdir / "deployment.json")  # fmt: skip
         for name in runtime["nodes"]:
             (tmpdir / f"{name}.hostkey").write_text(
-                (project / "nxc" / "bench-hostkeys" / name).read_text()
+                (project / ".nxc" / "bench-hostkeys" / name).read_text()
             )
         begin = time.monotonic()
         switch = subprocess.Popen(
@@ -83,7 +83,7 @@ def main() -> None:
         elapsed, runtime = timed_nxc_start(project)
         nxc_times.append(elapsed)
         # Keep a copy of the host keys for the baseline (stop removed the originals).
-        keys = project / "nxc" / "bench-hostkeys"
+        keys = project / ".nxc" / "bench-hostkeys"
         keys.mkdir(parents=True, exist_ok=True)
         for name in runtime["nodes"]:
             (keys / name).write_text(_dummy_host_key(project, name))
@@ -99,7 +99,7 @@ def main() -> None:
 def _dummy_host_key(project: Path, name: str) -> str:
     from nxc.keys import generate_key
 
-    pair = generate_key(project / "nxc" / "bench-hostkeys" / f"{name}.tmp", name)
+    pair = generate_key(project / ".nxc" / "bench-hostkeys" / f"{name}.tmp", name)
     text = pair.private.read_text()
     pair.private.unlink()
     pair.public.unlink()

@@ -222,6 +222,8 @@ def _parse_resource(values: tuple[str, ...], what: str) -> dict[str, int]:
 @click.option("--cpus", multiple=True, metavar="[ROLE=]N", help="VM CPU count override.")
 @click.option("--netem", "netem_file", type=click.Path(path_type=Path),
               help="Apply this network topology (YAML) once ready.")
+@click.option("--no-netem", is_flag=True,
+              help="Do not apply the composition's own topology at start.")
 def start(
     project_dir: str | None,
     flavour: str | None,
@@ -234,6 +236,7 @@ def start(
     memory: tuple[str, ...],
     cpus: tuple[str, ...],
     netem_file: Path | None,
+    no_netem: bool,
 ) -> None:
     """Start the built composition and wait until every node is ready.
 
@@ -265,6 +268,11 @@ def start(
         from nxc.netem.cli import apply_file
 
         apply_file(current, netem_file)
+    elif current.manifest.topology and not no_netem:
+        from nxc.netem.cli import apply_manifest
+
+        apply_manifest(current)
+        click.echo("applied the composition's network topology (nxc netem show)")
     if run_test:
         sys.exit(_run_driver(current, test_script=True, script=None))
     if interactive:

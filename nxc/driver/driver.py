@@ -182,13 +182,16 @@ def _iso(epoch: float) -> str:
     return dt.datetime.fromtimestamp(epoch, dt.UTC).isoformat(timespec="milliseconds")
 
 
-def _is_internal(filename: str) -> bool:
+def _is_internal(filename: str, script: str | None = None) -> bool:
+    """Whether a traceback frame is nxc's or a library's (not the scenario's)."""
+    if filename == script:
+        return False
     try:
         path = str(Path(filename).resolve())
     except (OSError, ValueError):
         return False
     if path.startswith(_NXC_DIR + "/"):
-        return True
+        return not path.startswith(_NXC_DIR + "/templates/")
     return any(path.startswith(lib + "/") for lib in _LIBRARY_DIRS)
 
 
@@ -223,6 +226,7 @@ class Driver:
         self.extra_globals: dict[str, Any] = dict(extra_globals or {})
         self.events_dir = events_dir
         self.subtests: list[SubtestResult] = []
+        self._script: str | None = None
         names = [machine.name for machine in self.machines]
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
@@ -312,7 +316,7 @@ class Driver:
                 yield
         except BaseException as exc:
             result.success = False
-            result.error = _error_info(exc)
+            result.error = _error_info(exc, self._script)
             raise
         finally:
             result.duration = time.monotonic() - started
@@ -364,6 +368,7 @@ class Driver:
         is reported, then re-raised). ``sys.exit(0)`` in a scenario is a success.
         """
         self.subtests = []
+        self._script = filename
         log_from = self.logger.mark()
         started_at = time.time()
         started = time.monotonic()
@@ -386,7 +391,7 @@ class Driver:
             interrupted = exc
             error = ErrorInfo("KeyboardInterrupt", "interrupted", "", "error")
         except Exception as exc:
-            error = _error_info(exc)
+            error = _error_info(exc, filename)
         duration = time.monotonic() - started
         success = error is None
         if error is not None:
@@ -515,6 +520,8 @@ class Driver:
 
     def _read_events(self, name: str, machine: Machine) -> list[Event]:
         directory = self._event_dir(name)
+        if not machine.is_up():
+            raise MachineError(f"{machine.name} is not running")
         command = (
             f"[ -d {directory} ] || exit 0; cd {directory} || exit 1; "
             'for f in *; do [ -f "$f" ] || continue; printf \'%s\\t\' "$f"; '
@@ -698,12 +705,12 @@ class _Failed:
     exc: Exception
 
 
-def _error_info(exc: BaseException) -> ErrorInfo:
+def _error_info(exc: BaseException, script: str | None = None) -> ErrorInfo:
     kind = "failure" if isinstance(exc, AssertionError | NxcError) else "error"
     frames = [
         frame
         for frame in traceback.extract_tb(exc.__traceback__)
-        if not _is_internal(frame.filename)
+        if not _is_internal(frame.filename, script)
     ]
     message = str(exc).strip()
     if not message and frames and frames[-1].line:

@@ -792,6 +792,8 @@ class Machine:
 
     def start(self, timeout: float = 120.0) -> None:
         """Boot the node if it is not running and wait until it is ready."""
+        if self._control.is_running():
+            return
         with self._lock:
             if self._control.is_running():
                 return
@@ -801,13 +803,17 @@ class Machine:
 
     def shutdown(self, timeout: float = 60.0) -> None:
         """Power the node off cleanly and wait until it has stopped."""
-        with self._lock, self.nested("shutting down"):
+        with self.nested("shutting down"):
             self._drop_transport()
             self._control.shutdown(timeout)
 
     def crash(self) -> None:
-        """Stop the node at once, as a power cut would."""
-        with self._lock, self.nested("crashing"):
+        """Stop the node at once, as a power cut would.
+
+        Does not wait for commands in flight on the node (they fail with
+        :class:`ConnectionLost`, or give ``(-1, "")`` with ``check_return=False``).
+        """
+        with self.nested("crashing"):
             self._drop_transport()
             self._control.crash()
 

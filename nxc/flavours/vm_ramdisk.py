@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +39,7 @@ from nxc.tools import require_tool
 READY_MARK = b"nxc-ready node="
 ERROR_MARK = b"nxc-agent-error:"
 Progress = Callable[[str], None]
+_RUNTIME_FILE_LOCK = threading.Lock()
 
 
 def free_tcp_port() -> int:
@@ -108,14 +110,15 @@ class VmNode:
         self._save()
 
     def _save(self) -> None:
-        if not self.runtime_file.exists():
-            return
-        state = read_json(self.runtime_file)
-        entry = state["nodes"][self.name]
-        entry["pid"] = self.pid
-        entry["start_time"] = self.start_time
-        entry["boot_id"] = self.boot_id
-        write_json(self.runtime_file, state)
+        with _RUNTIME_FILE_LOCK:  # nodes launch in parallel threads
+            if not self.runtime_file.exists():
+                return
+            state = read_json(self.runtime_file)
+            entry = state["nodes"][self.name]
+            entry["pid"] = self.pid
+            entry["start_time"] = self.start_time
+            entry["boot_id"] = self.boot_id
+            write_json(self.runtime_file, state)
 
     def poll_ready(self) -> bool | str:
         """True once the agent announced readiness; a message if the boot failed."""

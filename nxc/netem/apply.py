@@ -93,7 +93,8 @@ def probe_command(tc: str, ip: str, kinds: Sequence[str], want_ifb: bool) -> str
     for kind in kinds:
         tries.append(
             f'if out=$({tc_q} qdisc add dev "$P" root handle 1: {kind} 2>&1); then '
-            f'echo "{MARK} probe {kind} ok"; {tc_q} qdisc del dev "$P" root >/dev/null 2>&1; '
+            f'echo "{MARK} probe {kind} ok"; '
+            f'{tc_q} qdisc del dev "$P" root >/dev/null 2>&1 || true; '
             f'else echo "{MARK} probe {kind} missing" $out; fi'
         )
     fallback = [
@@ -104,11 +105,11 @@ def probe_command(tc: str, ip: str, kinds: Sequence[str], want_ifb: bool) -> str
     return (
         "if command -v modprobe >/dev/null 2>&1; then for m in "
         + modules
-        + '; do modprobe -q "$m" >/dev/null 2>&1; done; fi; '
+        + '; do modprobe -q "$m" >/dev/null 2>&1 || true; done; fi; '
         + "P=nxcprobe$$; "
         + f'if out=$({ip_q} link add "$P" type ifb 2>&1); then echo "{MARK} probe ifb ok"; '
         + "; ".join(tries)
-        + f'; {ip_q} link del "$P" >/dev/null 2>&1; '
+        + f'; {ip_q} link del "$P" >/dev/null 2>&1 || true; '
         + f'else echo "{MARK} probe ifb missing" $out; '
         + "; ".join(fallback)
         + "; fi"
@@ -123,10 +124,10 @@ def inspect_command(tc: str, ip: str, interface: str) -> str:
     return (
         f'if {ip_q} link show dev {dev} >/dev/null 2>&1; then echo "{MARK} link present"; '
         f'else echo "{MARK} link absent"; fi; '
-        f'echo "{MARK} qdisc"; {tc_q} qdisc show dev {dev} 2>&1; '
-        f'echo "{MARK} ingress"; {tc_q} filter show dev {dev} parent ffff: 2>/dev/null; '
+        f'echo "{MARK} qdisc"; {tc_q} qdisc show dev {dev} 2>&1 || true; '
+        f'echo "{MARK} ingress"; {tc_q} filter show dev {dev} parent ffff: 2>/dev/null || true; '
         f'if {ip_q} link show dev {ifb} >/dev/null 2>&1; then echo "{MARK} ifb present"; '
-        f'{tc_q} qdisc show dev {ifb} 2>&1; else echo "{MARK} ifb absent"; fi; '
+        f'{tc_q} qdisc show dev {ifb} 2>&1 || true; else echo "{MARK} ifb absent"; fi; '
         f'echo "{MARK} end"'
     )
 
@@ -373,9 +374,9 @@ class Netem:
                 ifb = shlex.quote(tcgen.ifb_name(dev))
                 tc_q = shlex.quote(tools.tc)
                 command = (
-                    f"{tc_q} -s qdisc show dev {shlex.quote(dev)} 2>&1; "
-                    f"{tc_q} class show dev {shlex.quote(dev)} 2>&1; "
-                    f"{tc_q} -s qdisc show dev {ifb} 2>/dev/null; true"
+                    f"{tc_q} -s qdisc show dev {shlex.quote(dev)} 2>&1 || true; "
+                    f"{tc_q} class show dev {shlex.quote(dev)} 2>&1 || true; "
+                    f"{tc_q} -s qdisc show dev {ifb} 2>/dev/null || true"
                 )
                 _, output = self._execute(name, command)
                 return output.rstrip()

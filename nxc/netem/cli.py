@@ -1,23 +1,24 @@
 """``nxc netem``: apply, show, validate and reset network emulation on a running deployment.
 
-The group does not find the deployment itself. The main CLI registers it and hands it,
-through click's context object, a function returning the running session::
+The group needs the running session: the deployment, one driver machine per node (anything
+with ``execute(cmd, timeout=...)``), the manifest's topology and the project state dir. By
+default it finds them itself, like the other commands (``-p DIR`` or the nearest project,
+then :func:`nxc.session.running`). A caller can hand its own through click's context
+object instead (tests, other front ends)::
 
     from nxc.netem.cli import NetemSession, netem
 
     def get_session() -> NetemSession:
         return NetemSession(deployment, machines, manifest_topology, state_dir)
 
-    main.add_command(netem)          # in nxc/cli.py
-    ctx.obj = get_session            # or any object with a ``netem_session`` attribute,
-                                     # or a dict with a "netem_session" key, holding it
+    ctx.obj = get_session   # or an object with a ``netem_session`` attribute, or a dict
+                            # with a "netem_session" key, holding such a function
 
-``deployment`` is the running :class:`~nxc.contracts.deployment.Deployment`, ``machines``
-maps node names to driver machines (anything with ``execute(cmd, timeout=…)``),
 ``topology`` is the manifest's topology (for ``--from-manifest``; None if it has none) and
-``state_dir`` (optional) is where ``apply`` records the topology it installed, so that
-later ``show``/``validate`` know what was asked. Errors are :class:`nxc.errors.NxcError`
-(one line; the main entry point prints them and exits non-zero).
+``state_dir`` (optional) is where ``apply`` records the topology it installed, so that later
+``show``/``validate`` know what was asked. :func:`apply_file` is what ``nxc start --netem``
+calls. Errors are :class:`nxc.errors.NxcError` (one line; the main entry point prints them
+and exits non-zero).
 """
 
 from __future__ import annotations
@@ -51,6 +52,58 @@ class NetemSession:
 SessionGetter = Callable[[], NetemSession]
 
 
+def session_from_running(current: Any) -> NetemSession:
+    """A session from :class:`nxc.session.RunningDeployment` (machines over its nodes)."""
+    from nxc.driver.machine import Machine
+
+    controls = current.nodes()
+    deployment: Deployment = current.deployment
+    machines = {
+        n.name: Machine(n.name, n.role, n.index, controls[n.name]) for n in deployment.nodes
+    }
+    raw = getattr(current.manifest, "topology", None)
+    topology = Topology.from_dict(raw, source="manifest topology") if raw else None
+    return NetemSession(deployment, machines, topology, current.project.state_dir)
+
+
+def apply_file(current: Any, path: Path) -> Netem:
+    """Apply the topology file on a running deployment (``nxc start --netem FILE``)."""
+    topology = Topology.load(path)
+    session = session_from_running(current)
+    net = Netem(session.deployment, session.machines, topology)
+    net.apply()
+    _record(session, topology)
+    click.echo(f"netem: {path} applied ({len(net.pairs())} shaped pairs)")
+    return net
+
+
+def apply_manifest(current: Any) -> Netem | None:
+    """Apply the composition's topology, if the manifest has one (for ``nxc start``)."""
+    session = session_from_running(current)
+    if session.topology is None:
+        return None
+    net = Netem(session.deployment, session.machines, session.topology)
+    net.apply()
+    _record(session, session.topology)
+    click.echo(f"netem: composition topology applied ({len(net.pairs())} shaped pairs)")
+    return net
+
+
+def _record(session: NetemSession, topology: Topology) -> None:
+    path = _applied_path(session)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(topology.to_dict(), indent=2) + "\n")
+
+
+def _default_session(project_dir: str | None) -> NetemSession:
+    from nxc import session as sessions
+    from nxc.project import Project
+
+    project = Project.find(Path(project_dir) if project_dir else None)
+    return session_from_running(sessions.running(project))
+
+
 def _session(ctx: click.Context) -> NetemSession:
     obj: Any = ctx.obj
     getter: Any = None
@@ -61,7 +114,7 @@ def _session(ctx: click.Context) -> NetemSession:
     elif callable(obj):
         getter = obj
     if getter is None:
-        raise NxcError("nxc netem: no running deployment here (start one with 'nxc start')")
+        return _default_session(ctx.meta.get("nxc_netem_project"))
     session = getter() if callable(getter) else getter
     if isinstance(session, tuple):  # (deployment, machines, topology) is accepted too
         session = NetemSession(*session)
@@ -95,8 +148,17 @@ _leaf_option = click.option(
 
 
 @click.group("netem")
-def netem() -> None:
+@click.option(
+    "-p",
+    "--project",
+    "project_dir",
+    metavar="DIR",
+    help="Composition directory (default: nearest directory with a flake.nix).",
+)
+@click.pass_context
+def netem(ctx: click.Context, project_dir: str | None) -> None:
     """Network emulation between the nodes: delay, loss, rate, partitions."""
+    ctx.meta["nxc_netem_project"] = project_dir
 
 
 @netem.command("apply")
@@ -129,10 +191,7 @@ def apply_cmd(
                 click.echo(f"# ip: {line}")
         return
     net.apply()
-    path = _applied_path(session)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(topology.to_dict(), indent=2) + "\n")
+    _record(session, topology)
     shaped = len(net.pairs())
     click.echo(f"netem: applied on {len(session.deployment.nodes)} nodes ({shaped} shaped pairs)")
 

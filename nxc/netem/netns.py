@@ -36,17 +36,31 @@ def make_deployment(
     return expand(manifest, {}, deployment_id, ["ssh-ed25519 AAAAnetemlab"], interface=interface)
 
 
+# The driver's Machine runs commands under this prelude by default (strict mode); so do we,
+# so that commands written for nodes are tested the way nodes will run them.
+STRICT_PRELUDE = "set -eu\ncommand set -o pipefail 2>/dev/null || :\n"
+
+
 class NetnsMachine:
     """Machine-like access to one network namespace (``ip netns exec NAME sh -c …``)."""
 
-    def __init__(self, name: str, netns: str) -> None:
+    def __init__(self, name: str, netns: str, strict: bool = True) -> None:
         self.name = name
         self.netns = netns
+        self.strict = strict
 
     def execute(self, command: str, *, timeout: int | None = None) -> tuple[int, str]:
         try:
             done = subprocess.run(
-                ["ip", "netns", "exec", self.netns, "sh", "-c", command],
+                [
+                    "ip",
+                    "netns",
+                    "exec",
+                    self.netns,
+                    "sh",
+                    "-c",
+                    (STRICT_PRELUDE + command) if self.strict else command,
+                ],
                 stdin=subprocess.DEVNULL,
                 capture_output=True,
                 timeout=timeout,

@@ -505,7 +505,8 @@ def _measure_rate(
         return None, f"rate not measured: {exc}"
     finally:
         server.execute(
-            f'[ -f {pidfile} ] && kill "$(cat {pidfile})" 2>/dev/null; rm -f {pidfile}; true',
+            f'if [ -f {pidfile} ]; then kill "$(cat {pidfile})" 2>/dev/null || true; fi; '
+            f"rm -f {pidfile}",
             timeout=30,
         )
 

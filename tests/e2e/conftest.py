@@ -28,7 +28,7 @@ def built_selftest(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert result.returncode == 0, result.stderr
     result = run_nxc("build", cwd=directory)
     assert result.returncode == 0, result.stderr
-    builds = json.loads((directory / "nxc" / "builds.json").read_text())
+    builds = json.loads((directory / ".nxc" / "builds.json").read_text())
     assert Path(builds["vm-ramdisk"]["manifest"]).is_file()
     return directory
 
@@ -38,7 +38,7 @@ def leftovers(project_dir: Path, pids: list[tuple[int, int | None]], run_dir: Pa
     found = [f"process {pid}" for pid, start in pids if process_start_time(pid) == start]
     if run_dir.exists():
         found.append(f"runtime dir {run_dir}")
-    state = project_dir / "nxc"
+    state = project_dir / ".nxc"
     for name in ("deployment.json", "runtime.json", "run.json", "ledger.jsonl", "keys"):
         if (state / name).exists():
             found.append(f"state {name}")
@@ -51,7 +51,7 @@ def ledger_pids(project_dir: Path) -> list[tuple[int, int | None]]:
 
 
 def runtime_dir(project_dir: Path) -> Path:
-    return Path(json.loads((project_dir / "nxc" / "runtime.json").read_text())["run_dir"])
+    return Path(json.loads((project_dir / ".nxc" / "runtime.json").read_text())["run_dir"])
 
 
 @pytest.fixture(scope="module")

@@ -330,7 +330,7 @@ def test_events_from_the_node_helper(
 def test_wait_for_event_sees_late_events_and_times_out_with_counts(make: MakeDriver) -> None:
     driver = make({"node": 2})
     driver.install_event_helper("nxc-event")
-    node1, node2 = driver.machines
+    node1 = driver.machines[0]
     node1.execute("sleep 0.3; NXC_EVENTS_DIR=events ./nxc-event emit up", check_output=False)
     assert [e.node for e in driver.wait_for_event("up", 1, timeout=10)] == ["node1"]
     started = time.monotonic()
@@ -393,7 +393,9 @@ with subtest("everyone ready"):
 def test_script_from_another_thread_is_fine(make: MakeDriver) -> None:
     driver = make({"node": 1})
     result: list[bool] = []
-    thread = threading.Thread(target=lambda: result.append(driver.run_script("node1.succeed('true')")))
+    thread = threading.Thread(
+        target=lambda: result.append(driver.run_script("node1.succeed('true')"))
+    )
     thread.start()
     thread.join()
     assert result == [True]
@@ -419,7 +421,7 @@ def test_shell_banner_lists_nodes_by_role(make: MakeDriver) -> None:
     text = banner(make({"server": 1, "client": 2}))
     assert "  client (2): client1, client2" in text
     assert "  server (1): server1" in text
-    assert "start_all" in text and 'client1.succeed("uname -a")' in text
+    assert "start_all" in text and 'server1.succeed("uname -a")' in text
 
 
 SHELL_PROGRAM = """\
@@ -447,10 +449,12 @@ def test_shell_in_a_terminal(tmp_path: Path) -> None:
     program.write_text(SHELL_PROGRAM)
     pid, fd = pty.fork()
     if pid == 0:  # pragma: no cover - the child
-        os.execv(sys.executable, [sys.executable, str(program), str(tmp_path)])
+        env = {**os.environ, "PROMPT_TOOLKIT_NO_CPR": "1"}
+        os.execve(sys.executable, [sys.executable, str(program), str(tmp_path)], env)
     seen = b""
 
     def read_until(marker: bytes, timeout: float = 20) -> None:
+        """Read until ``marker`` appears in output not yet matched."""
         nonlocal seen
         deadline = time.monotonic() + timeout
         while marker not in seen:
@@ -461,17 +465,40 @@ def test_shell_in_a_terminal(tmp_path: Path) -> None:
                 try:
                     seen += os.read(fd, 65536)
                 except OSError:
-                    break
+                    raise AssertionError(
+                        f"shell closed before {marker!r}: {seen[-2000:]!r}"
+                    ) from None
+        consumed.append(seen[: seen.index(marker) + len(marker)])
+        seen = seen[seen.index(marker) + len(marker) :]
 
+    consumed: list[bytes] = []
     try:
         read_until(b"node (1): node1")
         read_until(b">>>")
         os.write(fd, b"print('X' + node1.succeed('echo from-shell').strip())\r")
         read_until(b"Xfrom-shell")
+        read_until(b">>>")  # the next prompt: the shell is ready for input again
         os.write(fd, b"\x04")
         read_until(b"SHELL-DONE")
     finally:
-        _, status = os.waitpid(pid, 0)
+        deadline = time.monotonic() + 10
+        while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if done[0] == 0:
+            os.kill(pid, 9)
+            done = os.waitpid(pid, 0)
         os.close(fd)
-    assert os.waitstatus_to_exitcode(status) == 0
+    assert os.waitstatus_to_exitcode(done[1]) == 0
     assert "echo from-shell" in (tmp_path / "state" / "shell-history").read_text()
+
+
+def test_tracebacks_keep_scenario_frames_only() -> None:
+    import nxc.driver.machine as machine_module
+    from nxc.driver.driver import _is_internal
+
+    assert _is_internal(machine_module.__file__)
+    assert _is_internal(json.__file__)
+    template = Path(machine_module.__file__).parent.parent / "templates" / "selftest" / "test.py"
+    assert not _is_internal(str(template))
+    assert not _is_internal(machine_module.__file__, script=machine_module.__file__)
+    assert not _is_internal("testScript")

@@ -413,23 +413,37 @@ def test_block_on_a_local_node_is_a_clear_error(make: MakeMachine) -> None:
         node.unblock()
 
 
-def test_crash_during_a_command_is_a_lost_connection(make: MakeMachine) -> None:
+def crash_once_started(node: Machine, marker: Path) -> threading.Thread:
+    """Crash the node's control (behind the machine's back) once ``marker`` exists."""
+
+    def crash() -> None:
+        deadline = time.monotonic() + 10
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        node.control.crash()
+
+    thread = threading.Thread(target=crash)
+    thread.start()
+    return thread
+
+
+def test_crash_during_a_command_is_a_lost_connection(make: MakeMachine, tmp_path: Path) -> None:
     node = make()
-    crasher = threading.Timer(0.3, node.control.crash)
-    crasher.start()
+    crasher = crash_once_started(node, tmp_path / "node1" / "started")
     try:
         with pytest.raises(ConnectionLost, match="node1: lost the connection"):
-            node.succeed("sleep 30")
+            node.succeed("touch started; sleep 30")
     finally:
         crasher.join()
 
 
-def test_execute_tolerates_lost_connection_without_check_return(make: MakeMachine) -> None:
+def test_execute_tolerates_lost_connection_without_check_return(
+    make: MakeMachine, tmp_path: Path
+) -> None:
     node = make()
-    crasher = threading.Timer(0.3, node.control.crash)
-    crasher.start()
+    crasher = crash_once_started(node, tmp_path / "node1" / "started")
     try:
-        assert node.execute("sleep 30", check_return=False) == (-1, "")
+        assert node.execute("touch started; sleep 30", check_return=False) == (-1, "")
     finally:
         crasher.join()
 
@@ -459,3 +473,21 @@ def test_one_machine_from_many_threads(make: MakeMachine) -> None:
     for thread in threads:
         thread.join()
     assert sorted(results, key=int) == [str(i) for i in range(8)]
+
+
+def test_crash_does_not_wait_for_a_command_in_flight(make: MakeMachine, tmp_path: Path) -> None:
+    node = make()
+    outcome: list[tuple[int, str]] = []
+    worker = threading.Thread(
+        target=lambda: outcome.append(node.execute("touch started; sleep 30", check_return=False))
+    )
+    worker.start()
+    deadline = time.monotonic() + 10
+    while not (tmp_path / "node1" / "started").exists():
+        assert time.monotonic() < deadline, "the command never started"
+        time.sleep(0.01)
+    started = time.monotonic()
+    node.crash()
+    worker.join(10)
+    assert time.monotonic() - started < 5
+    assert outcome == [(-1, "")]

@@ -239,8 +239,10 @@ def test_usage_errors(tmp_path: Path) -> None:
     assert both.exit_code == 2 and "give a topology FILE or --from-manifest" in both.output
     none = runner.invoke(netem, ["apply", "--from-manifest"], obj=lambda: s)
     assert "the manifest has no topology" in str(none.exception)
-    nosession = runner.invoke(netem, ["show"], obj=None)
-    assert "no running deployment" in str(nosession.exception)
+    (tmp_path / "flake.nix").write_text("{ outputs = _: { }; }\n")
+    nosession = runner.invoke(netem, ["-p", str(tmp_path), "show"], obj=None)
+    assert isinstance(nosession.exception, NxcError)
+    assert "no running deployment" in str(nosession.exception), nosession.exception
 
 
 def test_from_manifest(tmp_path: Path) -> None:
