@@ -55,8 +55,7 @@ def timed_plain(runtime: dict, project: Path) -> float:  # type: ignore[type-arg
         while not (tmpdir / "switch" / "ctl").exists():
             time.sleep(0.005)
         vms = [
-            subprocess.Popen(a, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            for a in argvs
+            subprocess.Popen(a, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for a in argvs
         ]
         names = list(runtime["nodes"])
         pending = set(names)

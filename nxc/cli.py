@@ -209,21 +209,42 @@ def _parse_resource(values: tuple[str, ...], what: str) -> dict[str, int]:
 @cli.command()
 @project_option
 @click.option("-f", "--flavour", default=None, help="Which build to start (default: vm-ramdisk).")
-@click.option("-m", "--manifest", "manifest_path", type=click.Path(path_type=Path),
-              help="Start this manifest.json (e.g. built by another tool) instead.")
-@click.option("-r", "--role", "roles", multiple=True, metavar="ROLE=N",
-              help="Number of nodes of ROLE (repeatable; default: the composition's).")
+@click.option(
+    "-m",
+    "--manifest",
+    "manifest_path",
+    type=click.Path(path_type=Path),
+    help="Start this manifest.json (e.g. built by another tool) instead.",
+)
+@click.option(
+    "-r",
+    "--role",
+    "roles",
+    multiple=True,
+    metavar="ROLE=N",
+    help="Number of nodes of ROLE (repeatable; default: the composition's).",
+)
 @click.option("-t", "--test", "run_test", is_flag=True, help="Run the testScript once ready.")
 @click.option("-I", "--interactive", is_flag=True, help="Open the driver shell once ready.")
 @click.option("--timeout", default=180.0, show_default=True, help="Seconds to wait for readiness.")
-@click.option("--accel", type=click.Choice(["auto", "kvm", "tcg"]), default="auto",
-              show_default=True, help="VM accelerator (auto probes KVM with a short boot).")
+@click.option(
+    "--accel",
+    type=click.Choice(["auto", "kvm", "tcg"]),
+    default="auto",
+    show_default=True,
+    help="VM accelerator (auto probes KVM with a short boot).",
+)
 @click.option("--memory", multiple=True, metavar="[ROLE=]MiB", help="VM memory override.")
 @click.option("--cpus", multiple=True, metavar="[ROLE=]N", help="VM CPU count override.")
-@click.option("--netem", "netem_file", type=click.Path(path_type=Path),
-              help="Apply this network topology (YAML) once ready.")
-@click.option("--no-netem", is_flag=True,
-              help="Do not apply the composition's own topology at start.")
+@click.option(
+    "--netem",
+    "netem_file",
+    type=click.Path(path_type=Path),
+    help="Apply this network topology (YAML) once ready.",
+)
+@click.option(
+    "--no-netem", is_flag=True, help="Do not apply the composition's own topology at start."
+)
 def start(
     project_dir: str | None,
     flavour: str | None,

@@ -122,6 +122,33 @@ if [ -n "${packages:-}" ]; then
 	done <"$work/packages"
 fi
 
+# Debian's busybox 1.35 wget dies of SIGSEGV when given -T (its timeout option), even
+# before any network access: then /usr/bin/wget runs it under `timeout` instead.
+wget_status=0
+"$R/usr/bin/busybox" wget -T 1 -O /dev/null 'http://[' >/dev/null 2>&1 || wget_status=$?
+if [ "$wget_status" -ge 128 ]; then
+	cat >"$R/usr/bin/wget" <<'EOF'
+#!/bin/sh
+# busybox wget crashes on -T/--timeout here: drop it and bound the whole run instead
+secs=
+n=$#
+while [ "$n" -gt 0 ]; do
+	a=$1
+	shift
+	n=$((n - 1))
+	case $a in
+	-T | --timeout) secs=$1; shift; n=$((n - 1)) ;;
+	-T*) secs=${a#-T} ;;
+	--timeout=*) secs=${a#--timeout=} ;;
+	*) set -- "$@" "$a" ;;
+	esac
+done
+[ -z "$secs" ] || exec /usr/bin/busybox timeout "$secs" /usr/bin/busybox wget "$@"
+exec /usr/bin/busybox wget "$@"
+EOF
+	chmod 755 "$R/usr/bin/wget"
+fi
+
 # applet links, for every applet no real tool provides
 "$R/usr/bin/busybox" --list-full | while IFS= read -r a; do
 	case $a in

@@ -62,11 +62,13 @@ class BackdoorTransport:
         *,
         connect_timeout: float = 30.0,
         margin: float = DEFAULT_MARGIN,
+        handshake_timeout: float = 10.0,
     ) -> None:
         self.socket_path = Path(socket_path)
         self.name = name
         self.connect_timeout = connect_timeout
         self.margin = margin
+        self.handshake_timeout = handshake_timeout
         self._lock = threading.Lock()
         self._sock: socket.socket | None = None
         self._buffer = bytearray()
@@ -116,6 +118,7 @@ class BackdoorTransport:
                         f"{self.name}: backdoor socket {self.socket_path} broke at once: "
                         f"{exc.strerror or exc}"
                     ) from None
+                self._handshake(sock)
                 return sock
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -125,6 +128,27 @@ class BackdoorTransport:
                 )
             time.sleep(min(delay, remaining))
             delay = min(delay * 2, 0.25)
+
+    def _handshake(self, sock: socket.socket) -> None:
+        """Check that the agent answers on this connection before trusting it.
+
+        QEMU serves one client per chardev socket: a second driver's connection is
+        accepted by the kernel but never read, and would otherwise hang silently.
+        """
+        self._next_id += 1
+        request_id = self._next_id
+        deadline = time.monotonic() + self.handshake_timeout
+        try:
+            sock.settimeout(self.handshake_timeout)
+            sock.sendall(b"%d 0 %s\n" % (request_id, base64.b64encode(b"true")))
+            self._await_answer(sock, request_id, deadline, "true", 0)
+        except (TimeoutError, OSError, TransportError):
+            self._drop_connection()
+            raise TransportError(
+                f"{self.name}: the backdoor at {self.socket_path} accepted the connection but "
+                f"the agent did not answer within {self.handshake_timeout:g}s (another nxc "
+                "driver or shell may be attached to this node: QEMU serves one at a time)"
+            ) from None
 
     def _drop_connection(self) -> None:
         if self._sock is not None:

@@ -135,9 +135,7 @@ class VmNode:
             if ERROR_MARK in line:
                 return line[line.index(ERROR_MARK) :].decode(errors="replace").strip()
             if READY_MARK in line:
-                fields = dict(
-                    part.split(b"=", 1) for part in line.split() if b"=" in part
-                )
+                fields = dict(part.split(b"=", 1) for part in line.split() if b"=" in part)
                 if fields.get(b"node", b"").decode() == self.name:
                     self.boot_id = fields.get(b"boot_id", b"").decode() or None
                     self._save()
@@ -220,9 +218,36 @@ class VmNode:
         return tail(self.files.console_log, lines)
 
 
-def wait_all_ready(
-    nodes: list[VmNode], timeout: float, progress: Progress | None = None
-) -> None:
+def start_vde_switch(vde_switch: str, switch_dir: Path, run_dir: Path, ledger: Ledger) -> int:
+    """Start a VDE switch in the foreground (so its pid is known and recorded at once).
+
+    In the foreground vde_switch exits at EOF on stdin; its stdin is a FIFO it holds
+    open for reading and writing itself, which never reaches EOF.
+    """
+    console = run_dir / "switch.console"
+    os.mkfifo(console, 0o600)
+    holder = os.open(console, os.O_RDWR)
+    try:
+        with open(run_dir / "switch.log", "ab") as log_file:
+            process = subprocess.Popen(
+                [vde_switch, "-s", str(switch_dir)],
+                stdin=holder,
+                stdout=log_file,
+                stderr=log_file,
+                start_new_session=True,
+            )
+    finally:
+        os.close(holder)
+    ledger.record_process(process.pid, "vde_switch")
+    deadline = time.monotonic() + 10
+    while not (switch_dir / "ctl").exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise StartError(f"vde_switch did not start: {tail(run_dir / 'switch.log', 3)}")
+        time.sleep(0.01)
+    return process.pid
+
+
+def wait_all_ready(nodes: list[VmNode], timeout: float, progress: Progress | None = None) -> None:
     """Wait until every node's agent reports ready, or fail naming each late node."""
     pending = {n.name: n for n in nodes}
     failed: dict[str, str] = {}
@@ -300,16 +325,8 @@ class VmRamdiskRuntime:
         accel = choose_accel(options.accel, qemu, first_role.kernel)
 
         switch_dir = run_dir / "switch"
-        switch_pid_file = run_dir / "switch.pid"
         say("starting the experiment network (VDE switch)")
-        subprocess.run(
-            [vde_switch, "-s", str(switch_dir), "-d", "-p", str(switch_pid_file)],
-            check=True,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-        )
-        switch_pid = int(switch_pid_file.read_text().strip())
-        ledger.record_process(switch_pid, "vde_switch")
+        switch_pid = start_vde_switch(vde_switch, switch_dir, run_dir, ledger)
 
         state: dict[str, Any] = {
             "flavour": self.flavour,

@@ -388,6 +388,19 @@ class ValidationReport:
     def failures(self) -> list[PairReport]:
         return [p for p in self.pairs if not p.ok]
 
+    def pair(self, a: str, b: str) -> PairReport:
+        """The measurement between nodes ``a`` and ``b``, whichever of them pinged.
+
+        Each unordered pair is measured once, from the node listed first in the
+        deployment (roles come in manifest order, which Nix sorts by name): ask for the
+        pair, not for a direction. KeyError if the pair was not measured.
+        """
+        for p in self.pairs:
+            if {p.src, p.dst} == {a, b}:
+                return p
+        measured = ", ".join(f"{p.src}<->{p.dst}" for p in self.pairs) or "none"
+        raise KeyError(f"no measurement between {a} and {b} (measured: {measured})")
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "nxc_netem_validation": 1,

@@ -26,7 +26,7 @@ def built_selftest(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("selftest")
     result = run_nxc("init", "-t", "selftest", str(directory))
     assert result.returncode == 0, result.stderr
-    result = run_nxc("build", cwd=directory)
+    result = run_nxc("build", "--offline", cwd=directory)
     assert result.returncode == 0, result.stderr
     builds = json.loads((directory / ".nxc" / "builds.json").read_text())
     assert Path(builds["vm-ramdisk"]["manifest"]).is_file()
@@ -63,3 +63,41 @@ def cluster3(built_selftest: Path) -> Iterator[Path]:
         yield built_selftest
     finally:
         run_nxc("stop", cwd=built_selftest)
+
+
+SERVER_CLIENT_COMPOSITION = """\
+# Two roles for the network-emulation tests: one server, two clients.
+{ ... }:
+{
+  roles.server = { quantity = 1; resources.memory_mb = 256; };
+  roles.client = { quantity = 2; resources.memory_mb = 256; };
+}
+"""
+
+
+@pytest.fixture(scope="session")
+def built_server_client(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    require_host_tools()
+    directory = tmp_path_factory.mktemp("server-client")
+    result = run_nxc("init", "-t", "selftest", str(directory))
+    assert result.returncode == 0, result.stderr
+    (directory / "composition.nix").write_text(SERVER_CLIENT_COMPOSITION)
+    result = run_nxc("build", "--offline", cwd=directory)
+    assert result.returncode == 0, result.stderr
+    return directory
+
+
+@pytest.fixture(scope="module")
+def cluster(built_server_client: Path) -> Iterator[tuple[object, dict[str, object]]]:
+    """server1, client1, client2 running, with driver machines attached."""
+    from nxc.driver.session import open_driver
+    from nxc.session import running
+
+    result = run_nxc("start", cwd=built_server_client)
+    try:
+        assert result.returncode == 0, result.stderr
+        current = running(Project(built_server_client))
+        with open_driver(current) as driver:
+            yield current.deployment, {m.name: m for m in driver.machines}
+    finally:
+        run_nxc("stop", cwd=built_server_client)

@@ -55,10 +55,9 @@ def test_delay_50ms_is_validated_and_clients_stay_unconstrained(netem: Netem) ->
     netem.apply(Topology().constrain("server", "client", delay="50ms"))
     report = netem.validate()
     assert report.ok
-    by_pair = {(p.src, p.dst): p for p in report.pairs}
-    server_client = by_pair[("server1", "client1")]
+    server_client = report.pair("server1", "client1")
     assert server_client.rtt_mean_ms is not None and 95 <= server_client.rtt_mean_ms <= 115
-    clients = by_pair[("client1", "client2")]
+    clients = report.pair("client1", "client2")
     assert clients.kind == "baseline"
     assert clients.rtt_mean_ms is not None and clients.rtt_mean_ms < 20
 
@@ -66,7 +65,7 @@ def test_delay_50ms_is_validated_and_clients_stay_unconstrained(netem: Netem) ->
 def test_loss_20_percent_over_enough_probes(netem: Netem) -> None:
     netem.apply(Topology().constrain("server", "client1", loss="20%", symmetric=False))
     report = netem.validate()
-    pair = next(p for p in report.pairs if (p.src, p.dst) == ("server1", "client1"))
+    pair = report.pair("server1", "client1")
     assert pair.expected_loss == pytest.approx(0.2)
     assert pair.probes >= 500  # 9 * 0.2 * 0.8 / 0.05^2 = 576
     assert abs(pair.measured_loss - 0.2) <= pair.loss_tolerance

@@ -105,7 +105,9 @@ def test_qemu_missing(project: Path, tmp_path: Path) -> None:
     (project / "m.json").write_text(json.dumps(sample_manifest(project)))
     path = _path_without("qemu-system-x86_64", tmp_path)
     result = run_nxc("start", "-m", "m.json", cwd=project, env={"PATH": path})
-    assert_one_line_error(result, r"'qemu-system-x86_64' not found.*apt-get install qemu-system-x86")
+    assert_one_line_error(
+        result, r"'qemu-system-x86_64' not found.*apt-get install qemu-system-x86"
+    )
     assert not (project / ".nxc" / "deployment.json").exists()
 
 

@@ -34,7 +34,9 @@ def test_overrides_change_quantities(manifest_file: Path) -> None:
 
 def test_unknown_role_lists_known_roles(manifest_file: Path) -> None:
     manifest = Manifest.load(manifest_file)
-    with pytest.raises(NxcError, match=r"-r db: unknown role \(the composition has: client, server"):
+    with pytest.raises(
+        NxcError, match=r"-r db: unknown role \(the composition has: client, server"
+    ):
         expand(manifest, {"db": 1}, "demo-000001", KEY)
 
 
@@ -50,7 +52,9 @@ def test_small_network_is_an_error(manifest_file: Path) -> None:
         expand(manifest, {}, "demo-000001", KEY, ipv4_prefix="198.18.0.0/30")
 
 
-@pytest.mark.parametrize("value", ["node", "node=", "node=-1", "node=x", "=3", "Node=2", "node=1.5"])
+@pytest.mark.parametrize(
+    "value", ["node", "node=", "node=-1", "node=x", "=3", "Node=2", "node=1.5"]
+)
 def test_bad_role_override(value: str) -> None:
     with pytest.raises(NxcError, match="expected ROLE=N"):
         parse_role_overrides([value])
