@@ -281,6 +281,10 @@ class BackdoorTransport:
             f"{guest_timeout}s: is the node hung?)"
         )
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def close(self) -> None:
         """Close the connection (idempotent); later commands raise TransportError."""
         with self._lock:

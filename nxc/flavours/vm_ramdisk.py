@@ -151,7 +151,8 @@ class VmNode:
     def transport(self) -> Transport:
         if not self.is_running():
             raise NxcError(f"{self.name}: the VM is not running (start it first)")
-        if self._transport is None:
+        if self._transport is None or getattr(self._transport, "closed", False):
+            # A released (closed) transport is replaced: the node is still there.
             from nxc.driver.backdoor import BackdoorTransport
 
             self._transport = BackdoorTransport(self.files.backdoor_socket, self.name)

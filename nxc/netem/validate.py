@@ -11,11 +11,14 @@ Three layers, the first two pure and unit-tested:
 
 Formulas (one-way values of the topology; ``a→b`` and ``b→a`` are the two directions):
 
-* RTT: expected = base + delay(a→b) + delay(b→a), where *base* is the median RTT of the
-  unconstrained baseline pairs measured in the same run (0 when there are none).
-  Tolerance = max(rtt_abs, rtt_rel x (delay(a→b) + delay(b→a)))
-  + z x sqrt(jitter(a→b)² + jitter(b→a)²) / sqrt(replies). Compared with the mean RTT of
-  the replies.
+* RTT: expected = base + delay(a→b) + delay(b→a), where *base* is the median, over the
+  unconstrained baseline pairs measured in the same run, of each pair's median RTT (0 when
+  there are none). Tolerance = max(rtt_abs, rtt_rel x (delay(a→b) + delay(b→a)))
+  + z x sqrt(jitter(a→b)² + jitter(b→a)²) / sqrt(replies). Compared with the *median* RTT
+  of the replies when neither direction has jitter (netem then delays every packet by the
+  same amount, and the median ignores the host's scheduling stalls, which on an emulated
+  CPU hold a few consecutive replies back by up to hundreds of milliseconds), with their
+  *mean* otherwise (netem's jitter tables have mean 0, not median 0: pareto's is skewed).
 * loss: a probe comes back only if neither direction drops or corrupts it:
   expected = 1 - (1 - loss(a→b))(1 - corrupt(a→b))(1 - loss(b→a))(1 - corrupt(b→a));
   a partitioned direction counts as loss 1. Measured = 1 - distinct replies / probes
@@ -23,9 +26,10 @@ Formulas (one-way values of the topology; ``a→b`` and ``b→a`` are the two di
   are losses. Tolerance = max(loss_abs, z x sqrt(p(1 - p) / probes)); the number of probes
   is chosen so that z x sqrt(p(1 - p) / probes) ≤ loss_abs (between ``min_probes`` and
   ``max_probes``). A partitioned pair must lose every probe.
-* rate (on request, where iperf3 is on both nodes): TCP goodput from a to b measured by
-  the receiver must be within [rate x (1 - rate_low), rate x (1 + rate_high)]. Pairs with
-  loss, corruption or a partition are not rate-checked (TCP cannot fill a lossy pipe).
+* rate (on request, where iperf3 is on both nodes): TCP goodput measured by the receiver,
+  in each direction that has a rate (b→a with ``iperf3 -R``), must be within
+  [rate x (1 - rate_low), rate x (1 + rate_high)]. Pairs with loss, corruption or a
+  partition are not rate-checked (TCP cannot fill a lossy pipe).
 """
 
 from __future__ import annotations
@@ -83,6 +87,10 @@ class ProbeResult:
     @property
     def mean_ms(self) -> float | None:
         return statistics.fmean(self.rtts_ms) if self.rtts_ms else None
+
+    @property
+    def median_ms(self) -> float | None:
+        return statistics.median(self.rtts_ms) if self.rtts_ms else None
 
 
 _PING_REPLY = re.compile(r"(?:icmp_seq|seq)=(\d+)\b.*?\btime[=<]\s*([0-9.]+)\s*ms")
@@ -175,6 +183,12 @@ class Expectation:
     probes: int
     forward: str
     backward: str
+    reverse_rate_bps: int | None = None  # b→a rate to check, if any
+
+    @property
+    def rtt_statistic(self) -> Literal["median", "mean"]:
+        """What RTT is compared: the median without jitter, the mean with (module docs)."""
+        return "mean" if self.jitter_ms > 0 else "median"
 
     @property
     def partitioned(self) -> bool:
@@ -223,9 +237,10 @@ def expectations(
                 / 1000
             )
             loss = 1 - (1 - _one_way_loss(fwd)) * (1 - _one_way_loss(back))
-            rate_bps = None
-            if rate and fwd is not None and fwd.rate is not None and loss == 0:
-                rate_bps = fwd.rate
+            rate_bps = reverse_rate_bps = None
+            if rate and loss == 0:
+                rate_bps = fwd.rate if fwd is not None else None
+                reverse_rate_bps = back.rate if back is not None else None
             out.append(
                 Expectation(
                     a,
@@ -238,6 +253,7 @@ def expectations(
                     probes_for(loss, tol),
                     fwd.describe() if fwd else "unconstrained",
                     back.describe() if back else "unconstrained",
+                    reverse_rate_bps,
                 )
             )
     if unconstrained and baseline_pairs > 0:
@@ -283,6 +299,10 @@ class PairReport:
     measured_loss: float
     expected_rate_bps: int | None = None
     measured_rate_bps: float | None = None
+    expected_reverse_rate_bps: int | None = None  # dst → src
+    measured_reverse_rate_bps: float | None = None
+    rtt_statistic: str = "mean"  # what was compared with the expected RTT
+    rtt_ms: float | None = None  # its value
     ok: bool = True
     problems: list[str] = field(default_factory=list)
 
@@ -294,11 +314,14 @@ def judge(
     tol: Tolerances,
     measured_rate: float | None = None,
     rate_note: str = "",
+    measured_reverse_rate: float | None = None,
+    reverse_rate_note: str = "",
 ) -> PairReport:
     """Compare one pair's measurements with what the topology asks (formulas above)."""
     e = expectation
     expected_rtt = base_ms + e.delay_ms
     rtts = sorted(probe.rtts_ms)
+    measured_rtt = probe.mean_ms if e.rtt_statistic == "mean" else probe.median_ms
     rtt_tol = max(tol.rtt_abs_ms, tol.rtt_rel * e.delay_ms)
     if rtts:
         rtt_tol += tol.z * e.jitter_ms / math.sqrt(len(rtts))
@@ -327,6 +350,10 @@ def judge(
         measured_loss=round(probe.loss, 6),
         expected_rate_bps=e.rate_bps,
         measured_rate_bps=measured_rate,
+        expected_reverse_rate_bps=e.reverse_rate_bps,
+        measured_reverse_rate_bps=measured_reverse_rate,
+        rtt_statistic=e.rtt_statistic,
+        rtt_ms=None if measured_rtt is None else round(measured_rtt, 3),
     )
     problems = report.problems
     if p >= 1:
@@ -338,38 +365,47 @@ def judge(
                 f"loss {probe.loss:.1%} (expected {p:.1%} ± {loss_tol:.1%} over "
                 f"{probe.requested} probes)"
             )
-        mean = probe.mean_ms
-        if mean is None:
+        if measured_rtt is None:
             if not problems:
                 problems.append("no reply at all")
-        elif abs(mean - expected_rtt) > rtt_tol:
-            problems.append(f"RTT {mean:.1f} ms (expected {expected_rtt:.1f} ± {rtt_tol:.1f} ms)")
+        elif abs(measured_rtt - expected_rtt) > rtt_tol:
+            problems.append(
+                f"RTT {measured_rtt:.1f} ms (expected {expected_rtt:.1f} ± {rtt_tol:.1f} ms)"
+            )
     if probe.note and probe.received < probe.requested and p < 1:
         problems.append(probe.note)
-    if e.rate_bps is not None:
-        if measured_rate is None:
-            if rate_note:
-                problems.append(rate_note)
-        else:
-            low = e.rate_bps * (1 - tol.rate_low)
-            high = e.rate_bps * (1 + tol.rate_high)
-            if not low <= measured_rate <= high:
-                problems.append(
-                    f"rate {measured_rate / 1e6:.2f} Mbit/s (expected "
-                    f"{e.rate_bps / 1e6:.2f} Mbit/s, -{tol.rate_low:.0%}/+{tol.rate_high:.0%})"
-                )
+    for label, asked, got, note in (
+        ("rate", e.rate_bps, measured_rate, rate_note),
+        (f"rate {e.dst}->{e.src}", e.reverse_rate_bps, measured_reverse_rate, reverse_rate_note),
+    ):
+        if asked is None:
+            continue
+        if got is None:
+            if note:
+                problems.append(note)
+            continue
+        if not asked * (1 - tol.rate_low) <= got <= asked * (1 + tol.rate_high):
+            problems.append(
+                f"{label} {got / 1e6:.2f} Mbit/s (expected "
+                f"{asked / 1e6:.2f} Mbit/s, -{tol.rate_low:.0%}/+{tol.rate_high:.0%})"
+            )
     report.ok = not problems
     return report
 
 
 def base_rtt(expectations_: Sequence[Expectation], probes: Sequence[ProbeResult]) -> float:
-    """Median of the baseline pairs' mean RTTs (0 if none answered)."""
-    means = [
-        p.mean_ms
+    """Median of the baseline pairs' median RTTs (0 if none answered).
+
+    Medians, not means: the base is what the emulated path costs when nothing is in the
+    way, and one scheduling stall of a VM during its few probes must not move the
+    expectation of every other pair (with three nodes there is one baseline pair only).
+    """
+    medians = [
+        p.median_ms
         for e, p in zip(expectations_, probes, strict=True)
-        if e.kind == "baseline" and p.mean_ms is not None
+        if e.kind == "baseline" and p.median_ms is not None
     ]
-    return statistics.median(means) if means else 0.0
+    return statistics.median(medians) if medians else 0.0
 
 
 @dataclass
@@ -430,14 +466,19 @@ class ValidationReport:
             table.add_column(column)
         for p in self.pairs:
             asked = p.forward if p.forward == p.backward else f"→ {p.forward} / ← {p.backward}"
-            rate = ""
-            if p.expected_rate_bps is not None:
-                got = "-" if p.measured_rate_bps is None else f"{p.measured_rate_bps / 1e6:.1f}"
-                rate = f"{got}/{p.expected_rate_bps / 1e6:.1f} Mbit/s"
+            rates = []
+            for arrow, wanted, measured in (
+                ("→ ", p.expected_rate_bps, p.measured_rate_bps),
+                ("← ", p.expected_reverse_rate_bps, p.measured_reverse_rate_bps),
+            ):
+                if wanted is not None:
+                    got = "-" if measured is None else f"{measured / 1e6:.1f}"
+                    rates.append(f"{arrow}{got}/{wanted / 1e6:.1f} Mbit/s")
+            rate = ", ".join(rates)
             table.add_row(
                 f"{p.src} ↔ {p.dst}" + (" (baseline)" if p.kind == "baseline" else ""),
                 asked,
-                "-" if p.rtt_mean_ms is None else f"{p.rtt_mean_ms:.2f}",
+                "-" if p.rtt_ms is None else f"{p.rtt_ms:.2f} ({p.rtt_statistic})",
                 f"{p.expected_rtt_ms:.1f} ± {p.rtt_tolerance_ms:.1f}",
                 f"{p.measured_loss:.1%} ({p.received}/{p.probes})",
                 f"{p.expected_loss:.1%} ± {p.loss_tolerance:.1%}",
@@ -492,7 +533,10 @@ def _measure_rate(
     port: int,
     seconds: int,
     family: Family,
+    reverse: bool = False,
 ) -> tuple[float | None, str]:
+    """Goodput src→dst (dst→src with ``reverse``: ``iperf3 -R``, the server sends), as
+    measured by the receiver; iperf3 runs as client on src, as a one-off server on dst."""
     client, server = machines[e.src], machines[e.dst]
     for name, machine in ((e.src, client), (e.dst, server)):
         status, _ = machine.execute("command -v iperf3 >/dev/null 2>&1", timeout=30)
@@ -505,12 +549,15 @@ def _measure_rate(
     try:
         address = _address(deployment, e.dst, family)
         text = ""
+        flags = " -R" if reverse else ""
         for _attempt in range(5):
-            status, text = client.execute(
-                f"iperf3 -c {shlex.quote(address)} -p {port} -t {seconds} -J 2>&1",
+            _, text = client.execute(
+                f"iperf3 -c {shlex.quote(address)} -p {port} -t {seconds}{flags} -J 2>&1",
                 timeout=seconds + 60,
             )
-            if '"connected"' in text or status == 0:
+            # ``iperf3 -s -D`` returns before the daemon listens: retry a refused
+            # connection (iperf3 -J reports it as an "error", with "connected": []).
+            if "unable to connect" not in text and "Connection refused" not in text:
                 break
             client.execute("sleep 0.5", timeout=10)
         return parse_iperf3(text), ""
@@ -585,11 +632,17 @@ def validate(
     port = 5301
     for e, probe in zip(plan, done, strict=True):
         measured: float | None = None
-        note = ""
+        measured_reverse: float | None = None
+        note = reverse_note = ""
         if e.rate_bps is not None:
             measured, note = _measure_rate(deployment, machines, e, port, rate_seconds, family)
             port += 1
-        reports.append(judge(e, probe, base, tol, measured, note))
+        if e.reverse_rate_bps is not None:
+            measured_reverse, reverse_note = _measure_rate(
+                deployment, machines, e, port, rate_seconds, family, reverse=True
+            )
+            port += 1
+        reports.append(judge(e, probe, base, tol, measured, note, measured_reverse, reverse_note))
     result = ValidationReport(deployment.id, family, base, tol, reports)
     if console is not None:
         console.print(result.table())

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from nxc.contracts.deployment import Deployment
+from nxc.driver.machine import Machine
 from nxc.project import Project, process_start_time
 from tests.conftest import run_nxc
 
@@ -87,17 +91,59 @@ def built_server_client(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory
 
 
+@dataclass
+class VmCluster:
+    """A running deployment and one driver Machine per node (the ``cluster`` fixture).
+
+    QEMU serves one backdoor client per VM at a time: while these machines are
+    connected, another process (the ``nxc`` CLI) cannot reach the nodes. Run such a
+    process inside :meth:`detached`.
+    """
+
+    project_dir: Path
+    deployment: Deployment
+    machines: dict[str, Machine]
+
+    def attach(self) -> None:
+        """Fresh machines for every node, in place (holders of ``machines`` see them)."""
+        from nxc.driver.session import machines_of
+        from nxc.session import running
+
+        current = running(Project(self.project_dir))
+        self.machines.update({m.name: m for m in machines_of(current)})
+
+    def release(self) -> None:
+        for machine in self.machines.values():
+            machine.release()
+
+    @contextlib.contextmanager
+    def detached(self) -> Iterator[None]:
+        """Close this process's backdoor connections for the block, then reattach.
+
+        Reattaching makes new machines: a released Machine cannot reconnect, since its
+        runtime NodeControl keeps handing out the transport that release() closed.
+        """
+        self.release()
+        try:
+            yield
+        finally:
+            self.attach()
+
+
 @pytest.fixture(scope="module")
-def cluster(built_server_client: Path) -> Iterator[tuple[object, dict[str, object]]]:
-    """server1, client1, client2 running, with driver machines attached."""
-    from nxc.driver.session import open_driver
+def cluster(built_server_client: Path) -> Iterator[VmCluster]:
+    """server1, client1, client2 running (started by the real CLI), with driver machines."""
     from nxc.session import running
 
     result = run_nxc("start", cwd=built_server_client)
+    vms: VmCluster | None = None
     try:
         assert result.returncode == 0, result.stderr
         current = running(Project(built_server_client))
-        with open_driver(current) as driver:
-            yield current.deployment, {m.name: m for m in driver.machines}
+        vms = VmCluster(built_server_client, current.deployment, {})
+        vms.attach()
+        yield vms
     finally:
+        if vms is not None:
+            vms.release()
         run_nxc("stop", cwd=built_server_client)
