@@ -24,7 +24,7 @@ def selftest_project() -> Path:
     directory = Path(os.environ.get("NXC_BENCH_DIR") or tempfile.mkdtemp(prefix="nxc-bench-"))
     if not (directory / "flake.nix").exists():
         nxc("init", "-t", "selftest", str(directory), cwd=Path.cwd())
-    nxc("build", cwd=directory)
+    nxc("build", "--offline", cwd=directory)
     return directory
 
 

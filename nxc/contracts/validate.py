@@ -64,14 +64,19 @@ def validate_document(document: Any, kind: str, source: str) -> dict[str, Any]:
     return document
 
 
-def load_document(path: Path, kind: str) -> dict[str, Any]:
-    """Read and validate a JSON document, with errors naming the file and field."""
+def read_document_text(path: Path, kind: str) -> str:
+    """The text of a contract file, or a one-line error naming the file."""
     try:
-        text = path.read_text()
+        return path.read_text()
     except FileNotFoundError:
         raise ContractError(f"{path}: {kind} file not found") from None
     except OSError as exc:
         raise ContractError(f"{path}: cannot read {kind}: {exc.strerror}") from None
+
+
+def load_document(path: Path, kind: str) -> dict[str, Any]:
+    """Read and validate a JSON document, with errors naming the file and field."""
+    text = read_document_text(path, kind)
     try:
         document = json.loads(text)
     except json.JSONDecodeError as exc:

@@ -565,17 +565,9 @@ class Driver:
             f'mv "$t" {directory}/driver."${{t##*.}}"'
         )
 
-        def emit(machine: Machine) -> None:
-            result = machine.run(command, 60)
-            if result.status != 0:
-                raise MachineError(
-                    f"{machine.name}: cannot record event {name}: "
-                    f"{result.stderr.decode(errors='replace').strip()}"
-                )
-
         targets = list(self.machines if machines is None else machines)
         with self.logger.nested(f"event {name} on {', '.join(m.name for m in targets)}"):
-            self.run_parallel(emit, targets, what=f"emit {name}")
+            self._run_everywhere(command, targets, f"record event {name}", f"emit {name}")
 
     def clear_events(self, name: str, machines: Sequence[Machine] | None = None) -> None:
         """Forget every occurrence of ``name`` on the machines."""
@@ -676,15 +668,22 @@ class Driver:
             f"> {quoted} && chmod 755 {quoted}"
         )
 
-        def install(machine: Machine) -> None:
+        self._run_everywhere(command, machines, f"install {path}", f"install {path}")
+
+    def _run_everywhere(
+        self, command: str, machines: Sequence[Machine] | None, action: str, what: str
+    ) -> None:
+        """Run a housekeeping ``command`` on machines in parallel; any failure is fatal."""
+
+        def run(machine: Machine) -> None:
             result = machine.run(command, 60)
             if result.status != 0:
                 raise MachineError(
-                    f"{machine.name}: cannot install {path}: "
+                    f"{machine.name}: cannot {action}: "
                     f"{result.stderr.decode(errors='replace').strip()}"
                 )
 
-        self.run_parallel(install, machines, what=f"install {path}")
+        self.run_parallel(run, machines, what=what)
 
     # -- cleanup -------------------------------------------------------------------
 

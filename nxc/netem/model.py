@@ -34,7 +34,7 @@ from typing import Any, Literal
 import yaml
 
 from nxc.contracts.deployment import Deployment
-from nxc.contracts.validate import validate_document
+from nxc.contracts.validate import read_document_text, validate_document
 from nxc.errors import ContractError
 from nxc.netem import units
 
@@ -240,12 +240,7 @@ class Topology:
     def load(cls, path: Path | str) -> Topology:
         """Read a YAML (or JSON) topology file."""
         path = Path(path)
-        try:
-            text = path.read_text()
-        except FileNotFoundError:
-            raise ContractError(f"{path}: topology file not found") from None
-        except OSError as exc:
-            raise ContractError(f"{path}: cannot read topology: {exc.strerror}") from None
+        text = read_document_text(path, "topology")
         try:
             document = yaml.safe_load(text)
         except yaml.YAMLError as exc:

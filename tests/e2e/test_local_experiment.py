@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
@@ -135,3 +136,37 @@ def test_false_assertion_fails_with_clear_report(cluster3: Path) -> None:
     assert report["success"] is False
     failures = ET.parse(run_dir / "report.xml").getroot().findall(".//failure")
     assert failures and any("hostname mismatch" in (f.get("message") or "") for f in failures)
+
+
+def test_connect_opens_one_tmux_pane_per_node(cluster3: Path) -> None:
+    current = running(Project(cluster3))
+    session = f"nxc-{current.deployment.id}"
+    result = run_nxc("connect", "node1", "node2", cwd=cluster3)
+    try:
+        assert result.returncode == 0, result.stderr
+        assert f"tmux session '{session}': 2 panes" in result.stdout
+        panes = subprocess.run(
+            ["tmux", "list-panes", "-t", session, "-F", "#{pane_current_command}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        assert panes == ["ssh", "ssh"]
+        # Each pane is a live ssh session on its node: ask node2's pane who it is.
+        subprocess.run(["tmux", "send-keys", "-t", f"{session}.1", "cat /etc/nxc/node", "Enter"])
+        deadline = time.monotonic() + 30
+        screen = ""
+        while time.monotonic() < deadline and "node2" not in screen.split("cat /etc/nxc/node")[-1]:
+            time.sleep(0.2)
+            screen = subprocess.run(
+                ["tmux", "capture-pane", "-p", "-t", f"{session}.1"], capture_output=True, text=True
+            ).stdout
+        assert "node2" in screen.split("cat /etc/nxc/node")[-1], screen
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+
+
+def test_connect_rejects_unknown_node(cluster3: Path) -> None:
+    result = run_nxc("connect", "node9", cwd=cluster3)
+    assert result.returncode != 0
+    assert "no node named 'node9'" in result.stderr
