@@ -51,7 +51,8 @@ __all__ = [
 # Preamble of every command in strict mode: exit on the first failing command and on
 # unset variables; fail pipelines on any failing stage where the shell supports it
 # (``command`` keeps an unsupported option from exiting dash).
-STRICT_PRELUDE = "set -eu\ncommand set -o pipefail 2>/dev/null || :\n"
+# One line, so that one-line commands keep the backdoor's cheap raw form.
+STRICT_PRELUDE = "set -eu; command set -o pipefail 2>/dev/null || :; "
 
 # Raw bytes per command when uploading (a multiple of 3, so each piece is padding-free
 # base64 of 60 000 characters: well below the kernel's 128 KiB limit on one argument).

@@ -470,3 +470,23 @@ def test_closed_connection_is_a_transport_error(backdoor: Backdoor) -> None:
     backdoor.socat.wait(timeout=10)
     with pytest.raises(TransportError, match="pty-node: backdoor connection"):
         backdoor.transport.run("sleep 1", timeout=5)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "printf '%s|' a 'b c' \"$HOME\" x\\\\y; echo",
+        "echo 'semi;colon' && echo \"dq $((1 + 2))\" `echo bt`",
+        "set -eu; command set -o pipefail 2>/dev/null || :; echo strict",
+        "echo 'two  spaces'",  # not raw-sendable: goes as base64
+        "echo tab\there",  # not raw-sendable either
+    ],
+)
+def test_raw_and_base64_forms_run_the_same_text(backdoor: Backdoor, command: str) -> None:
+    from nxc.driver.backdoor import sendable_raw
+
+    expected = subprocess.run(["sh", "-c", command], capture_output=True, env={"HOME": "/"})
+    assert sendable_raw(command) == ("  " not in command and "\t" not in command)
+    result = backdoor.transport.run(f"HOME=/; {command}" if "$HOME" in command else command, 10)
+    assert result.status == 0, result
+    assert result.stdout == expected.stdout
