@@ -43,6 +43,7 @@ from nxc.driver.machine import (
 from nxc.errors import MachineError, NxcError, WaitTimeout
 from nxc.log import Logger
 from nxc.log import log as default_log
+from nxc.project import atomic_write
 
 __all__ = [
     "EVENTS_DIR",
@@ -436,10 +437,10 @@ class Driver:
         }
         json_path = self.out_dir / "report.json"
         xml_path = self.out_dir / "report.xml"
-        _atomic_write(json_path, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+        atomic_write(json_path, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
         root = self._junit(name, success, started_at, duration, error, log_from)
         ET.indent(root)
-        _atomic_write(xml_path, ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n")
+        atomic_write(xml_path, ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n")
         return json_path, xml_path
 
     def _junit(
@@ -730,9 +731,3 @@ def _error_info(exc: BaseException, script: str | None = None) -> ErrorInfo:
 
 def _xml(text: str) -> str:
     return _XML_INVALID.sub("\ufffd", text)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    partial = path.with_name(path.name + ".tmp")
-    partial.write_text(text, encoding="utf-8")
-    partial.replace(path)

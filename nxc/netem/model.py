@@ -667,18 +667,30 @@ def _parse_field(name: str, raw: Any, source: str, where: str) -> Any:
     raise AssertionError(name)  # pragma: no cover
 
 
-def _parse_constraint(entry: Any, source: str, where: str) -> Constraint:
-    if not isinstance(entry, Mapping):
-        raise ContractError(
-            f"{source}: {where}: must be a mapping with from, to and shaping fields"
-        )
-    _check_keys(entry, _CONSTRAINT_KEYS, source, where)
+def _parse_endpoints(
+    entry: Mapping[str, Any], source: str, where: str
+) -> tuple[tuple[str, ...], tuple[str, ...], bool]:
+    """The ``from``/``to`` names and ``symmetric`` flag shared by constraints and partitions."""
     for key in ("from", "to"):
         if key not in entry:
             raise ContractError(f"{source}: {where}: '{key}' is missing")
     symmetric = entry.get("symmetric", True)
     if not isinstance(symmetric, bool):
         raise ContractError(f"{source}: {where}.symmetric: must be true or false")
+    return (
+        _parse_names(entry["from"], source, f"{where}.from"),
+        _parse_names(entry["to"], source, f"{where}.to"),
+        symmetric,
+    )
+
+
+def _parse_constraint(entry: Any, source: str, where: str) -> Constraint:
+    if not isinstance(entry, Mapping):
+        raise ContractError(
+            f"{source}: {where}: must be a mapping with from, to and shaping fields"
+        )
+    _check_keys(entry, _CONSTRAINT_KEYS, source, where)
+    src, dst, symmetric = _parse_endpoints(entry, source, where)
     description = entry.get("description")
     if description is not None and not isinstance(description, str):
         raise ContractError(f"{source}: {where}.description: must be a string")
@@ -689,8 +701,8 @@ def _parse_constraint(entry: Any, source: str, where: str) -> Constraint:
             f"{source}: {where}: sets nothing (give at least one of: {', '.join(SHAPING_FIELDS)})"
         )
     return Constraint(
-        src=_parse_names(entry["from"], source, f"{where}.from"),
-        dst=_parse_names(entry["to"], source, f"{where}.to"),
+        src=src,
+        dst=dst,
         shaping=shaping,
         symmetric=symmetric,
         description=description,
@@ -702,15 +714,10 @@ def _parse_partition(entry: Any, source: str, where: str) -> Partition:
     if not isinstance(entry, Mapping):
         raise ContractError(f"{source}: {where}: must be a mapping with from and to")
     _check_keys(entry, _PARTITION_KEYS, source, where)
-    for key in ("from", "to"):
-        if key not in entry:
-            raise ContractError(f"{source}: {where}: '{key}' is missing")
-    symmetric = entry.get("symmetric", True)
-    if not isinstance(symmetric, bool):
-        raise ContractError(f"{source}: {where}.symmetric: must be true or false")
+    src, dst, symmetric = _parse_endpoints(entry, source, where)
     return Partition(
-        src=_parse_names(entry["from"], source, f"{where}.from"),
-        dst=_parse_names(entry["to"], source, f"{where}.to"),
+        src=src,
+        dst=dst,
         symmetric=symmetric,
         where=where,
     )
