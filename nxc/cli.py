@@ -295,14 +295,13 @@ def start(
         apply_manifest(current)
         click.echo("applied the composition's network topology (nxc netem show)")
     if run_test:
-        sys.exit(_run_driver(current, test_script=True, script=None))
+        sys.exit(_run_driver(current, script=None))
     if interactive:
-        _run_driver(current, test_script=False, script=None, interactive=True)
+        _run_driver(current, script=None, interactive=True)
 
 
-def _run_driver(
-    current: Any, test_script: bool, script: Path | None, interactive: bool = False
-) -> int:
+def _run_driver(current: Any, script: Path | None, interactive: bool = False) -> int:
+    """Run SCRIPT, else the composition's testScript, else (interactive) the shell."""
     from nxc.driver.session import open_driver
 
     with open_driver(current) as driver:
@@ -350,9 +349,9 @@ def driver(project_dir: str | None, run_test: bool, script: Path | None) -> None
     if run_test and script is not None:
         raise NxcError("give either -t or a SCRIPT, not both")
     if not run_test and script is None:
-        _run_driver(current, test_script=False, script=None, interactive=True)
+        _run_driver(current, script=None, interactive=True)
         return
-    sys.exit(_run_driver(current, test_script=run_test, script=script))
+    sys.exit(_run_driver(current, script=script))
 
 
 @cli.command()
@@ -410,8 +409,8 @@ def status(project_dir: str | None) -> None:
     from nxc import session
 
     project = _project(project_dir)
-    rows = session.status(project)
     current = session.running(project)
+    rows = session.status(current)
     table = Table(title=f"deployment {current.deployment.id} ({current.deployment.flavour})")
     for column in ("name", "role", "ipv4", "ssh", "state"):
         table.add_column(column)

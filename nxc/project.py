@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -124,9 +123,6 @@ class Ledger:
         self._append(resource)
         return resource
 
-    def record(self, resource: Resource) -> None:
-        self._append(resource)
-
     def entries(self) -> list[Resource]:
         if not self.path.exists():
             return []
@@ -153,8 +149,7 @@ class Ledger:
         """Stop every recorded process (SIGTERM, then SIGKILL) and remove every path.
 
         Returns what was undone, for the user. Safe to call again: resources that are
-        already gone are skipped. Resource kinds other than processes and paths are
-        handed to ``extra_undoers`` by the flavour before this runs.
+        already gone are skipped.
         """
         done: list[str] = []
         entries = self.entries()
@@ -279,7 +274,3 @@ def runtime_base_dir() -> Path:
     """Where per-run sockets go: short paths, outside the flake."""
     base = os.environ.get("XDG_RUNTIME_DIR") or "/tmp"
     return Path(base)
-
-
-def run_quiet(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, capture_output=True, text=True, check=False, **kwargs)

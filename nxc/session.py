@@ -10,7 +10,7 @@ import json
 import secrets
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -127,8 +127,8 @@ def start(
         for node in deployment.nodes:
             pair = generate_key(project.keys_dir / "hosts" / node.name, f"{node.name}-host")
             host_keys[node.name] = pair.private
-            nodes.append(type(node)(**{**node.to_dict(), "host_key": pair.public_text}))
-        deployment = Deployment(**{**deployment.__dict__, "nodes": nodes})
+            nodes.append(replace(node, host_key=pair.public_text))
+        deployment = replace(deployment, nodes=nodes)
         known = [
             known_hosts_line(n.ssh_host, n.ssh_port, n.host_key)
             for n in deployment.nodes
@@ -177,8 +177,7 @@ def clean(project: Project) -> list[str]:
     return done
 
 
-def status(project: Project) -> list[dict[str, Any]]:
-    current = running(project)
+def status(current: RunningDeployment) -> list[dict[str, Any]]:
     controls = current.nodes()
     rows = []
     for node in current.deployment.nodes:

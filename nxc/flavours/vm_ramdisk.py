@@ -16,11 +16,11 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from nxc.contracts import Deployment, Manifest, Node
+from nxc.contracts import Deployment, Manifest
 from nxc.driver.transport import Transport
 from nxc.errors import NxcError, StartError, StateError
 from nxc.flavours.base import StartOptions
@@ -292,10 +292,9 @@ class VmRamdiskRuntime:
 
     def prepare(self, deployment: Deployment, options: StartOptions) -> Deployment:
         nodes = [
-            Node(**{**n.to_dict(), "ssh_host": "127.0.0.1", "ssh_port": free_tcp_port()})
-            for n in deployment.nodes
+            replace(n, ssh_host="127.0.0.1", ssh_port=free_tcp_port()) for n in deployment.nodes
         ]
-        return Deployment(**{**deployment.__dict__, "nodes": nodes})
+        return replace(deployment, nodes=nodes)
 
     def start(
         self,
