@@ -15,7 +15,7 @@
       systems = [ "x86_64-linux" "aarch64-linux" ];
       forAllSystems = f: builtins.listToAttrs (map (system: { name = system; value = f system; }) systems);
 
-      templateDir = ./nxc/templates;
+      templateDir = ./compositions;
       templateNames = builtins.filter
         (n: (builtins.readDir templateDir).${n} == "directory" && builtins.pathExists (templateDir + "/${n}/flake.nix"))
         (builtins.attrNames (builtins.readDir templateDir));
@@ -43,10 +43,10 @@
       # The NixOS modules nxc adds to every role, for use outside lib.compose.
       nixosModules = {
         nxc = ./nix/modules/default.nix;
-        vm-ramdisk = ./nix/flavours/vm-ramdisk.nix;
-        g5k-ramdisk = ./nix/flavours/g5k-ramdisk.nix;
-        g5k-image = ./nix/flavours/g5k-image.nix;
-        docker = ./nix/flavours/docker.nix;
+        vm-ramdisk = ./flavours/vm-ramdisk/module.nix;
+        g5k-ramdisk = ./flavours/g5k-ramdisk/module.nix;
+        g5k-image = ./flavours/g5k-image/module.nix;
+        docker = ./flavours/docker/module.nix;
       };
 
       packages = forAllSystems (system:

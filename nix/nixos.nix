@@ -20,7 +20,7 @@ let
     };
     modules = [
       ./modules/default.nix
-      (./flavours + "/${flavour}.nix")
+      (../flavours + "/${flavour}/module.nix")
       {
         nxc = { composition = composition.name; role = role.name; inherit flavour; };
         nxc.agent.source = agent;

@@ -16,8 +16,8 @@ py.buildPythonApplication {
 
   preBuild = ''
     mkdir -p nxc/_flake/nxc
-    cp -r flake.nix flake.lock nix nxc/_flake/
-    cp -r nxc/agent nxc/templates nxc/_flake/nxc/
+    cp -r flake.nix flake.lock nix flavours compositions nxc/_flake/
+    cp -r nxc/agent nxc/_flake/nxc/
   '';
 
   # Tools the runtime calls.

@@ -7,7 +7,6 @@ from pathlib import Path
 PACKAGE_DIR = Path(__file__).resolve().parent
 SCHEMA_DIR = PACKAGE_DIR / "contracts" / "schemas"
 AGENT_DIR = PACKAGE_DIR / "agent"
-TEMPLATE_DIR = PACKAGE_DIR / "templates"
 
 
 def flake_root() -> Path:

@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from nxc.contracts import Deployment, Manifest
-from nxc.driver.transport import NodeControl
 from nxc.errors import NxcError, StateError
 from nxc.expand import expand
 from nxc.flavours import DEFAULT_FLAVOUR, StartOptions, get_runtime
 from nxc.keys import generate_key, known_hosts_line
 from nxc.project import Project, atomic_write, read_json, write_json
+from nxc.runtime.transport import NodeControl
 
 Progress = Callable[[str], None]
 

@@ -192,7 +192,7 @@ def _is_internal(filename: str, script: str | None = None) -> bool:
     except (OSError, ValueError):
         return False
     if path.startswith(_NXC_DIR + "/"):
-        return not path.startswith(_NXC_DIR + "/templates/")
+        return True
     return any(path.startswith(lib + "/") for lib in _LIBRARY_DIRS)
 
 

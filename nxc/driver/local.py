@@ -1,7 +1,7 @@
 """A node that is this host: commands run with ``sh -c`` in a private working directory.
 
-:class:`LocalNodeControl` implements :class:`~nxc.driver.transport.NodeControl` and
-:class:`LocalTransport` implements :class:`~nxc.driver.transport.Transport`, for real:
+:class:`LocalNodeControl` implements :class:`~nxc.runtime.transport.NodeControl` and
+:class:`LocalTransport` implements :class:`~nxc.runtime.transport.Transport`, for real:
 commands are real processes on this machine. It is what the unit tests of
 :class:`~nxc.driver.machine.Machine` run against, and lets a user try a scenario's
 logic (``nxc driver --local``-style) without booting anything.
@@ -33,8 +33,8 @@ from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
 
-from nxc.driver.transport import CommandResult, TransportError
 from nxc.errors import NxcError
+from nxc.runtime.transport import CommandResult, TransportError
 
 __all__ = ["LocalNodeControl", "LocalNodeUnsupported", "LocalTransport"]
 

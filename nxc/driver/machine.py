@@ -1,6 +1,6 @@
 """``Machine``: one node of an experiment, with the NixOS-test scenario API.
 
-A ``Machine`` wraps the :class:`~nxc.driver.transport.NodeControl` a flavour's
+A ``Machine`` wraps the :class:`~nxc.runtime.transport.NodeControl` a flavour's
 runtime gives for one node. Its methods read like a scenario::
 
     server.wait_for_open_port(80)
@@ -35,10 +35,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nxc.driver.transport import CommandResult, NodeControl, Transport, TransportError
 from nxc.errors import MachineError, NxcError, WaitTimeout
 from nxc.log import Logger, Span
 from nxc.log import log as default_log
+from nxc.runtime.transport import CommandResult, NodeControl, Transport, TransportError
 
 __all__ = [
     "CommandFailed",

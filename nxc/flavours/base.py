@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from nxc.contracts import Deployment, Manifest
-from nxc.driver.transport import NodeControl
 from nxc.project import Project
+from nxc.runtime.transport import NodeControl
 
 FLAVOURS = ("vm-ramdisk", "docker", "g5k-ramdisk", "g5k-image")
 DEFAULT_FLAVOUR = "vm-ramdisk"
@@ -64,7 +64,7 @@ def get_runtime(flavour: str) -> Runtime:
     from nxc.errors import NxcError
 
     if flavour == "vm-ramdisk":
-        from nxc.flavours.vm_ramdisk import VmRamdiskRuntime
+        from nxc.flavours.vm_ramdisk.runtime import VmRamdiskRuntime
 
         return VmRamdiskRuntime()
     if flavour in FLAVOURS:

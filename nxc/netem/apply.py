@@ -30,10 +30,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from nxc.contracts.deployment import Deployment
-from nxc.driver.transport import TransportError
 from nxc.errors import ContractError, NxcError
 from nxc.netem import tcgen
 from nxc.netem.model import PairShaping, Topology
+from nxc.runtime.transport import TransportError
 
 if TYPE_CHECKING:
     from nxc.netem.validate import ValidationReport

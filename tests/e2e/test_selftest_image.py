@@ -25,9 +25,9 @@ from pathlib import Path
 import pytest
 
 from nxc.contracts import Deployment, Manifest
-from nxc.driver.backdoor import BackdoorTransport
-from nxc.driver.transport import CommandResult, TransportError
 from nxc.expand import expand
+from nxc.flavours.vm_ramdisk.backdoor import BackdoorTransport
+from nxc.runtime.transport import CommandResult, TransportError
 
 pytestmark = pytest.mark.vm
 

@@ -10,8 +10,8 @@ import pytest
 from nxc import nixbuild
 from nxc.contracts import Manifest
 from nxc.errors import BuildError
-from nxc.paths import TEMPLATE_DIR, flake_url
-from nxc.templates import PLACEHOLDER
+from nxc.paths import flake_url
+from nxc.templates import PLACEHOLDER, template_dir
 from tests.nix.nixutil import REPO, needs_nix
 
 pytestmark = [pytest.mark.nix, needs_nix]
@@ -22,7 +22,7 @@ SELFTEST_BUILDER = REPO / "nix" / "selftest" / "default.nix"
 def selftest_project(tmp_path: Path, builder: str | None = None) -> Path:
     """The selftest template, as `nxc init` writes it, optionally with another role builder."""
     project = tmp_path / "project"
-    shutil.copytree(TEMPLATE_DIR / "selftest", project)
+    shutil.copytree(template_dir() / "selftest", project)
     flake = project / "flake.nix"
     text = flake.read_text().replace(PLACEHOLDER, flake_url())
     if builder is not None:
@@ -94,7 +94,7 @@ NIXOS_TEMPLATES = ["basic", "webserver", "iperf-netem", "ring"]
 
 def nixos_project(tmp_path: Path, name: str) -> Path:
     project = tmp_path / name
-    shutil.copytree(TEMPLATE_DIR / name, project)
+    shutil.copytree(template_dir() / name, project)
     flake = project / "flake.nix"
     flake.write_text(flake.read_text().replace(PLACEHOLDER, flake_url()))
     return project

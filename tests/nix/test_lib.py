@@ -274,7 +274,7 @@ def test_version_comes_from_the_python_package() -> None:
     assert eval_json("lib.version") == __version__
 
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "nxc" / "templates"
+TEMPLATES = Path(__file__).resolve().parents[2] / "compositions"
 
 
 @pytest.mark.parametrize(

@@ -35,10 +35,10 @@ def test_the_library_and_flavours_are_there() -> None:
         "flake.nix",
         "nix/lib/default.nix",
         "nix/lib/compose.nix",
-        "nix/flavours/vm-ramdisk.nix",
-        "nix/flavours/g5k-ramdisk.nix",
-        "nix/flavours/g5k-image.nix",
-        "nix/flavours/docker.nix",
+        "flavours/vm-ramdisk/module.nix",
+        "flavours/g5k-ramdisk/module.nix",
+        "flavours/g5k-image/module.nix",
+        "flavours/docker/module.nix",
         "nix/modules/agent.nix",
     ]:
         assert required in names

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from nxc.driver.backdoor import BackdoorTransport
-from nxc.driver.transport import CommandResult, TransportError
+from nxc.flavours.vm_ramdisk.backdoor import BackdoorTransport
+from nxc.runtime.transport import CommandResult, TransportError
 
 AGENT = Path(__file__).resolve().parents[2] / "nxc" / "agent" / "nxc-agent"
 ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
@@ -483,7 +483,7 @@ def test_closed_connection_is_a_transport_error(backdoor: Backdoor) -> None:
     ],
 )
 def test_raw_and_base64_forms_run_the_same_text(backdoor: Backdoor, command: str) -> None:
-    from nxc.driver.backdoor import sendable_raw
+    from nxc.flavours.vm_ramdisk.backdoor import sendable_raw
 
     expected = subprocess.run(["sh", "-c", command], capture_output=True, env={"HOME": "/"})
     assert sendable_raw(command) == ("  " not in command and "\t" not in command)

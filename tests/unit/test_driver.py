@@ -498,7 +498,7 @@ def test_tracebacks_keep_scenario_frames_only() -> None:
 
     assert _is_internal(machine_module.__file__)
     assert _is_internal(json.__file__)
-    template = Path(machine_module.__file__).parent.parent / "templates" / "selftest" / "test.py"
+    template = Path(machine_module.__file__).parents[2] / "compositions" / "selftest" / "test.py"
     assert not _is_internal(str(template))
     assert not _is_internal(machine_module.__file__, script=machine_module.__file__)
     assert not _is_internal("testScript")

@@ -21,10 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from nxc.contracts import Deployment, Manifest
-from nxc.driver.transport import Transport
 from nxc.errors import NxcError, StartError, StateError
 from nxc.flavours.base import StartOptions
-from nxc.flavours.qemu import (
+from nxc.flavours.vm_ramdisk.qemu import (
     DEFAULT_CPUS,
     DEFAULT_MEMORY_MB,
     EXPERIMENT_NETDEV,
@@ -32,8 +31,9 @@ from nxc.flavours.qemu import (
     choose_accel,
     qemu_command,
 )
-from nxc.flavours.qmp import qmp_command
+from nxc.flavours.vm_ramdisk.qmp import qmp_command
 from nxc.project import Ledger, Project, process_start_time, read_json, runtime_base_dir, write_json
+from nxc.runtime.transport import Transport
 from nxc.tools import require_tool
 
 READY_MARK = b"nxc-ready node="
@@ -153,7 +153,7 @@ class VmNode:
             raise NxcError(f"{self.name}: the VM is not running (start it first)")
         if self._transport is None or getattr(self._transport, "closed", False):
             # A released (closed) transport is replaced: the node is still there.
-            from nxc.driver.backdoor import BackdoorTransport
+            from nxc.flavours.vm_ramdisk.backdoor import BackdoorTransport
 
             self._transport = BackdoorTransport(self.files.backdoor_socket, self.name)
         return self._transport

@@ -25,7 +25,7 @@ import threading
 import time
 from pathlib import Path
 
-from nxc.driver.transport import CommandResult, TransportError
+from nxc.runtime.transport import CommandResult, TransportError
 
 # How long the host waits beyond the guest-side timeout before it gives up: the guest
 # needs time to kill the command (TERM, then KILL 2 s later) and to send the output,
@@ -183,7 +183,7 @@ class BackdoorTransport:
     # -- protocol -------------------------------------------------------------------
 
     def run(self, command: str, timeout: float | None = None) -> CommandResult:
-        """Run ``command`` on the node; see :class:`nxc.driver.transport.Transport`.
+        """Run ``command`` on the node; see :class:`nxc.runtime.transport.Transport`.
 
         With a ``timeout`` the guest kills the command after ``ceil(timeout)`` seconds
         (status 124); the host raises ``TimeoutError`` when no answer came

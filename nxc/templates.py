@@ -1,4 +1,8 @@
-"""Composition templates shipped inside the package (``nxc init -t NAME``)."""
+"""Example compositions used as templates (``nxc init -t NAME``).
+
+They live in the top-level ``compositions/`` directory of nxc's flake (also what
+``nix flake init -t`` offers and what CI boots).
+"""
 
 from __future__ import annotations
 
@@ -7,15 +11,19 @@ import subprocess
 from pathlib import Path
 
 from nxc.errors import NxcError
-from nxc.paths import TEMPLATE_DIR, flake_url
+from nxc.paths import flake_root, flake_url
 
 PLACEHOLDER = "@NXC_FLAKE_URL@"
+
+
+def template_dir() -> Path:
+    return flake_root() / "compositions"
 
 
 def available_templates() -> dict[str, str]:
     """Template name -> first line of its README."""
     templates = {}
-    for directory in sorted(TEMPLATE_DIR.iterdir()):
+    for directory in sorted(template_dir().iterdir()):
         readme = directory / "README.md"
         if directory.is_dir() and (directory / "flake.nix").is_file():
             summary = ""
@@ -31,7 +39,7 @@ def instantiate(name: str, target: Path, force: bool = False) -> list[Path]:
     templates = available_templates()
     if name not in templates:
         raise NxcError(f"unknown template '{name}' (available: {', '.join(templates)})")
-    source = TEMPLATE_DIR / name
+    source = template_dir() / name
     target = target.resolve()
     if target.exists() and not target.is_dir():
         raise NxcError(f"{target}: exists and is not a directory")

@@ -1,0 +1,1 @@
+"""vm-ramdisk: local QEMU VMs booted from each role's kernel + initrd."""
