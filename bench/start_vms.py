@@ -22,6 +22,8 @@ from typing import Any
 
 from _common import fmt, median, nxc, selftest_project
 
+from nxc.project import Project
+
 READY_TIMEOUT = 120.0
 
 
@@ -29,9 +31,10 @@ def timed_nxc_start(project: Path, keep: Path) -> tuple[float, dict[str, Any]]:
     begin = time.monotonic()
     nxc("start", "-r", "node=3", cwd=project)
     elapsed = time.monotonic() - begin
-    runtime: dict[str, Any] = json.loads((project / ".nxc" / "runtime.json").read_text())
+    document = json.loads(Project(project).runtime_file.read_text())
+    runtime: dict[str, Any] = document["state"]
     # Keep the inputs the QEMU commands read, for the baseline to reuse.
-    run_dir = Path(runtime["run_dir"])
+    run_dir = Path(runtime["runtime_dir"])
     for item in run_dir.iterdir():
         if item.name == "deployment.json" or item.name.endswith(".hostkey"):
             shutil.copy(item, keep / item.name)
@@ -45,10 +48,14 @@ def timed_plain(runtime: dict[str, Any], inputs: Path) -> float:
         tmpdir = Path(tmp)
         for item in inputs.iterdir():
             shutil.copy(item, tmpdir / item.name)
-        argvs = [
-            [arg.replace(runtime["run_dir"], tmp) for arg in node["argv"]]
-            for node in runtime["nodes"].values()
-        ]
+        log_dirs = {str(Path(n["files"]["console_log"]).parent) for n in runtime["nodes"].values()}
+
+        def moved(arg: str) -> str:
+            for directory in (runtime["runtime_dir"], *log_dirs):
+                arg = arg.replace(directory, tmp)
+            return arg
+
+        argvs = [[moved(arg) for arg in node["argv"]] for node in runtime["nodes"].values()]
         processes: list[subprocess.Popen[bytes]] = []
         try:
             begin = time.monotonic()

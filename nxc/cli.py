@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -133,11 +131,12 @@ def build(
       nxc build -C webserver::docker --show-trace
       nxc build --param clients=8 --param-file params.yaml
     """
-    from nxc.flavours import DEFAULT_FLAVOUR, FLAVOURS
-
-    if flavour is not None and flavour not in FLAVOURS:
-        raise NxcError(f"unknown flavour '{flavour}' (known: {', '.join(FLAVOURS)})")
     from nxc import nixbuild
+    from nxc.runtime import registry
+    from nxc.session import DEFAULT_FLAVOUR
+
+    if flavour is not None:
+        flavour = registry.buildable(flavour)
 
     project = _project(project_dir)
     extra: list[str] = []
@@ -151,6 +150,7 @@ def build(
     if list_outputs:
         for name in nixbuild.list_outputs(project.root, extra_args=extra):
             click.echo(name)
+        click.echo(f"flavours nxc can start: {', '.join(registry.names()) or 'none'}", err=True)
         return
     if output is None:
         output = nixbuild.default_output(project.root, flavour or DEFAULT_FLAVOUR, extra)
@@ -196,17 +196,104 @@ def _parse_parameters(values: tuple[str, ...], path: Path | None) -> dict[str, A
     return parameters
 
 
-def _parse_resource(values: tuple[str, ...], what: str) -> dict[str, int]:
-    parsed: dict[str, int] = {}
-    for value in values:
-        role, sep, number = value.rpartition("=")
-        if not number.isdigit() or int(number) <= 0 or (sep and not role):
-            raise NxcError(f"--{what} {value!r}: expected N or ROLE=N with N > 0")
-        parsed[role] = int(number)
-    return parsed
+class _FlavourOptionsCommand(click.Command):
+    """A command that also takes every registered flavour's options, each shown
+    under its flavour's heading in ``--help``."""
+
+    def _flavour_params(self) -> list[tuple[str, str, list[click.Option]]]:
+        cached: list[tuple[str, str, list[click.Option]]] | None = getattr(
+            self, "_nxc_flavour_params", None
+        )
+        if cached is not None:
+            return cached
+        from nxc.runtime import registry
+
+        sections = []
+        made: dict[str, click.Option] = {}
+        taken = {flag for param in self.params for flag in getattr(param, "opts", [])}
+        for name in registry.names():
+            try:
+                runtime = registry.load(name)
+            except NxcError:
+                continue  # reported when someone starts it
+            options = []
+            for spec in runtime.options:
+                if spec.flag in taken:
+                    raise NxcError(
+                        f"flavour {name} declares {spec.flag}, which nxc {self.name} "
+                        "already has: rename that option"
+                    )
+                if spec.name not in made:
+                    made[spec.name] = click.Option(
+                        [spec.flag, _param_name(spec.name)],
+                        multiple=spec.per_role or spec.multiple,
+                        metavar=spec.shown_metavar(),
+                        help=spec.help,
+                        default=None,
+                    )
+                options.append(made[spec.name])
+            sections.append((name, runtime.summary, options))
+        self._nxc_flavour_params = sections
+        return sections
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        params = super().get_params(ctx)
+        known = {p.name for p in params}
+        for _name, _summary, options in self._flavour_params():
+            for option in options:
+                if option.name not in known:
+                    params.insert(len(params) - 1, option)  # before --help
+                    known.add(option.name)
+        return params
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        flavour_names = {o.name for _n, _s, opts in self._flavour_params() for o in opts}
+        general = [
+            record
+            for p in super().get_params(ctx)
+            if p.name not in flavour_names and (record := p.get_help_record(ctx))
+        ]
+        with formatter.section("Options"):
+            formatter.write_dl(general)
+        for name, summary, options in self._flavour_params():
+            records = [r for o in options if (r := o.get_help_record(ctx))]
+            if records:
+                with formatter.section(f"Options of flavour {name} ({summary})"):
+                    formatter.write_dl(records)
 
 
-@cli.command()
+def _flavour_values(ctx: click.Context, flavour: str) -> dict[str, Any]:
+    """The flavour options given on the command line, checked against ``flavour``."""
+    from nxc.runtime import registry
+
+    command = ctx.command
+    assert isinstance(command, _FlavourOptionsCommand)
+    owners: dict[str, list[str]] = {}
+    for name, _summary, options in command._flavour_params():
+        for option in options:
+            owners.setdefault(str(option.opts[0]).removeprefix("--"), []).append(name)
+    runtime = registry.load(flavour)
+    mine = {o.name for o in runtime.options}
+    values: dict[str, Any] = {}
+    for key, owned_by in owners.items():
+        value = ctx.params.get(_param_name(key))
+        if value in (None, (), []):
+            continue
+        if key not in mine:
+            raise NxcError(
+                f"--{key} is an option of flavour {', '.join(owned_by)}, not of {runtime.name}"
+            )
+        values[key] = value
+    return values
+
+
+def _param_name(option: str) -> str:
+    # Flavour options get their own parameter namespace: they never clash with the
+    # command's own parameters (a flavour may well declare --timeout).
+    return "flavour_option_" + option.replace("-", "_")
+
+
+@cli.command(cls=_FlavourOptionsCommand)
 @project_option
 @click.option("-f", "--flavour", default=None, help="Which build to start (default: vm-ramdisk).")
 @click.option(
@@ -228,15 +315,6 @@ def _parse_resource(values: tuple[str, ...], what: str) -> dict[str, int]:
 @click.option("-I", "--interactive", is_flag=True, help="Open the driver shell once ready.")
 @click.option("--timeout", default=180.0, show_default=True, help="Seconds to wait for readiness.")
 @click.option(
-    "--accel",
-    type=click.Choice(["auto", "kvm", "tcg"]),
-    default="auto",
-    show_default=True,
-    help="VM accelerator (auto probes KVM with a short boot).",
-)
-@click.option("--memory", multiple=True, metavar="[ROLE=]MiB", help="VM memory override.")
-@click.option("--cpus", multiple=True, metavar="[ROLE=]N", help="VM CPU count override.")
-@click.option(
     "--netem",
     "netem_file",
     type=click.Path(path_type=Path),
@@ -245,7 +323,10 @@ def _parse_resource(values: tuple[str, ...], what: str) -> dict[str, int]:
 @click.option(
     "--no-netem", is_flag=True, help="Do not apply the composition's own topology at start."
 )
+@click.pass_context
 def start(
+    ctx: click.Context,
+    /,
     project_dir: str | None,
     flavour: str | None,
     manifest_path: Path | None,
@@ -253,11 +334,9 @@ def start(
     run_test: bool,
     interactive: bool,
     timeout: float,
-    accel: str,
-    memory: tuple[str, ...],
-    cpus: tuple[str, ...],
     netem_file: Path | None,
     no_netem: bool,
+    **_flavour_options: Any,
 ) -> None:
     """Start the built composition and wait until every node is ready.
 
@@ -268,32 +347,23 @@ def start(
       nxc start --memory 512 --cpus server=2 -I
     """
     from nxc import session
-    from nxc.expand import parse_role_overrides, role_quantities
-    from nxc.flavours import StartOptions
+    from nxc.expand import parse_role_overrides
 
-    overrides = parse_role_overrides(roles)
-    options = StartOptions(
-        ready_timeout=timeout,
-        accel=accel,
-        memory_mb=_parse_resource(memory, "memory"),
-        cpus=_parse_resource(cpus, "cpus"),
-    )
     project = _project(project_dir)
     manifest = session.manifest_for(project, flavour, manifest_path)
-    role_quantities(manifest, overrides)  # bad -r values fail before anything starts
+    request = session.StartRequest(
+        overrides=parse_role_overrides(roles),
+        options=_flavour_values(ctx, manifest.flavour),
+        ready_timeout=timeout,
+        topology=netem_file,
+        composition_topology=not no_netem,
+    )
     with project.lock(), _status(f"starting {manifest.composition} ({manifest.flavour})") as up:
-        current = session.start(project, manifest, overrides, options, progress=up)
+        current = session.start(project, manifest, request, progress=up)
     nodes = current.deployment.nodes
     click.echo(f"{len(nodes)} nodes ready: {' '.join(n.name for n in nodes)}")
-    if netem_file is not None:
-        from nxc.netem.cli import apply_file
-
-        apply_file(current, netem_file)
-    elif current.manifest.topology and not no_netem:
-        from nxc.netem.cli import apply_manifest
-
-        apply_manifest(current)
-        click.echo("applied the composition's network topology (nxc netem show)")
+    if netem_file is not None or (manifest.topology and not no_netem):
+        click.echo("network topology applied (nxc netem show)")
     if run_test:
         sys.exit(_run_driver(current, script=None))
     if interactive:
@@ -323,7 +393,7 @@ def _run_driver(current: Any, script: Path | None, interactive: bool = False) ->
                 raise NxcError(f"the composition '{composition}' has no testScript")
             name = "testScript"
         ok = driver.run_script(text, name)
-        click.echo(f"report: {driver.out_dir / 'report.json'} and report.xml")
+        click.echo(f"report: {driver.out_dir / 'report.json'} and report.xml", err=True)
         return 0 if ok else 1
 
 
@@ -343,9 +413,9 @@ def driver(project_dir: str | None, run_test: bool, script: Path | None) -> None
       nxc driver -t              # the composition's testScript
       nxc driver scenario.py
     """
-    from nxc import session
+    from nxc.running import running
 
-    current = session.running(_project(project_dir))
+    current = running(_project(project_dir))
     if run_test and script is not None:
         raise NxcError("give either -t or a SCRIPT, not both")
     if not run_test and script is None:
@@ -366,32 +436,12 @@ def connect(project_dir: str | None, nodes: tuple[str, ...]) -> None:
       nxc connect node1 node2 node3     # tmux window, one pane per node
       nxc connect                        # every node
     """
-    from nxc import session
-    from nxc.tools import require_tool
+    from nxc.connect import connect as open_shells
+    from nxc.running import running
 
-    current = session.running(_project(project_dir))
-    names = list(nodes) or [n.name for n in current.deployment.nodes]
-    for name in names:
-        try:
-            current.deployment.node(name)
-        except KeyError as exc:
-            raise NxcError(str(exc.args[0])) from None
-    require_tool("ssh")
-    if len(names) == 1:
-        argv = current.ssh_argv(names[0])
-        os.execvp(argv[0], argv)
-    tmux = require_tool("tmux")
-    import shlex
-
-    session_name = f"nxc-{current.deployment.id}"
-    commands = [shlex.join(current.ssh_argv(n)) for n in names]
-    subprocess.run([tmux, "new-session", "-d", "-s", session_name, commands[0]], check=True)
-    for command in commands[1:]:
-        subprocess.run([tmux, "split-window", "-t", session_name, command], check=True)
-        subprocess.run([tmux, "select-layout", "-t", session_name, "tiled"], check=True)
-    if sys.stdin.isatty() and "TMUX" not in os.environ:
-        os.execvp(tmux, [tmux, "attach-session", "-t", session_name])
-    click.echo(f"tmux session '{session_name}': {len(names)} panes (tmux attach -t {session_name})")
+    message = open_shells(running(_project(project_dir)), nodes)
+    if message:
+        click.echo(message)
 
 
 @cli.command()
@@ -407,16 +457,26 @@ def status(project_dir: str | None) -> None:
     from rich.table import Table
 
     from nxc import session
+    from nxc.running import running
 
-    project = _project(project_dir)
-    current = session.running(project)
+    current = running(_project(project_dir))
     rows = session.status(current)
-    table = Table(title=f"deployment {current.deployment.id} ({current.deployment.flavour})")
-    for column in ("name", "role", "ipv4", "ssh", "state"):
+    facts = current.runtime.status(current.project, current.deployment)
+    title = f"deployment {current.deployment.id} ({current.deployment.flavour})"
+    if facts:
+        title += " " + ", ".join(f"{k}: {v}" for k, v in facts.items())
+    table = Table(title=title)
+    columns = ("name", "role", "ipv4", "ssh", "state", "boot_id")
+    for column in columns:
         table.add_column(column)
     for row in rows:
-        table.add_row(*(str(row[c]) for c in ("name", "role", "ipv4", "ssh", "state")))
+        table.add_row(*(str(row[c]) for c in columns))
     Console().print(table)
+    problems = current.health()
+    for problem in problems:
+        click.secho(f"problem: {problem}", fg="red", err=True)
+    if problems:
+        sys.exit(1)
 
 
 @cli.command()
@@ -431,12 +491,18 @@ def stop(project_dir: str | None) -> None:
     from nxc import session
 
     project = _project(project_dir)
-    with project.lock():
-        done = session.stop(project)
-    if not done:
+    with project.lock(wait=30):
+        report = session.stop(project)
+    lines = report.lines()
+    if not lines:
         click.echo("nothing to stop")
-    for line in done:
+    for line in lines:
         click.echo(line)
+    if not report.ok:
+        raise NxcError(
+            f"{len(report.failed)} resource(s) could not be released (listed above); "
+            "'nxc stop' again retries them"
+        )
 
 
 @cli.command()
@@ -451,9 +517,8 @@ def clean(project_dir: str | None) -> None:
     from nxc import session
 
     project = _project(project_dir)
-    with project.lock():
-        done = session.stop(project)
-    done += session.clean(project)
+    with project.lock(wait=30):
+        done = session.clean(project)
     for line in done:
         click.echo(line)
 
@@ -469,18 +534,32 @@ def _register_optional_groups() -> None:
 _register_optional_groups()
 
 
+def _interrupted(exc: KeyboardInterrupt) -> NoReturn:
+    from nxc import signals
+
+    name = f" ({exc.args[0]})" if isinstance(exc, signals.Terminated) else ""
+    _fail(f"interrupted{name}: everything started was stopped", signals.exit_code(exc))
+
+
 def main() -> None:
+    from nxc import signals
+
+    signals.install()
     try:
         cli(standalone_mode=False)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:
+        # click turns KeyboardInterrupt (and our Terminated) into Abort.
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, KeyboardInterrupt):
+            _interrupted(cause)
         _fail("interrupted", 130)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
     except NxcError as exc:
         _fail(str(exc), exc.exit_code)
-    except KeyboardInterrupt:
-        _fail("interrupted", 130)
+    except KeyboardInterrupt as exc:
+        _interrupted(exc)
     except BrokenPipeError:
         sys.exit(1)
     except click.exceptions.Exit as exc:

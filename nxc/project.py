@@ -1,190 +1,66 @@
-"""The project: a user's flake directory and nxc's state next to it.
+"""The project: a user's flake directory, and nxc's state for it kept *outside* it.
 
-State lives in ``<project>/nxc/`` (JSON files written atomically); sockets and other
-per-run runtime files live in a short runtime directory (unix socket paths are
-limited to 108 bytes, and sockets must not sit inside a flake Nix may copy).
-Every resource a run creates is appended to the *ledger* before it is relied on,
-so ``nxc stop`` can undo everything even after a crash or Ctrl-C.
+nxc's state (keys, ledger, runtime state, run records) never lives inside the
+project directory: a project that is not a git work tree is copied whole into the
+world-readable Nix store by every ``nix build``, and with it anything lying there.
+The state of a project lives in ``$NXC_STATE_HOME/<name>-<hash>/`` (default
+``${XDG_STATE_HOME:-~/.local/state}/nxc``), a 0700 directory:
+
+    project                  the project's path (for people)
+    builds.json              the last build of each flavour      (nxc_builds: 1)
+    ledger.jsonl             every resource of the running deployment
+    current/                 the running deployment; removed by ``nxc stop``
+        deployment.json  runtime.json  run.json  keys/  netem-topology.json
+    runs/<run id>/           one record per ``nxc start`` attempt (kept)
+
+Sockets and other per-run files live in a short runtime directory (unix socket
+paths are limited to 108 bytes) marked as nxc's own, so that ``nxc stop`` removes
+only directories nxc created.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
+import hashlib
 import os
-import shutil
-import signal
-import threading
+import re
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from nxc.errors import StateError
+from nxc.fsutil import atomic_write, private_dir, read_state, write_state, writing
+from nxc.ledger import Ledger, ReleaseContext
 
-STATE_DIR_NAME = ".nxc"
+__all__ = ["Project", "runtime_base_dir", "state_home"]
 
-
-def atomic_write(path: Path, text: str, mode: int = 0o644) -> None:
-    """Write ``text`` to ``path`` so readers never see a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-    with open(tmp, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+OWNED_MARK = ".nxc-owned"
+BUILDS_VERSION = 1
+# Longest unix socket path nxc creates inside a runtime dir, beyond the dir itself.
+_SOCKET_NAME_ROOM = 40
+_UNIX_PATH_MAX = 107
 
 
-def write_json(path: Path, document: Any) -> None:
-    atomic_write(path, json.dumps(document, indent=2) + "\n")
+def state_home() -> Path:
+    explicit = os.environ.get("NXC_STATE_HOME")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "nxc"
 
 
-def read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise StateError(f"{path}: not found") from None
-    except json.JSONDecodeError as exc:
-        raise StateError(f"{path}: corrupt state file ({exc.msg} at line {exc.lineno})") from None
-
-
-def process_start_time(pid: int) -> int | None:
-    """Kernel start time of ``pid`` (clock ticks since boot), None if it is gone.
-
-    Together with the pid it identifies a process: a pid reused by an unrelated
-    process has another start time, so we never signal a stranger.
-    """
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-    # The command name (field 2) may contain spaces and parentheses: split after it.
-    fields = stat[stat.rindex(")") + 2 :].split()
-    if fields[0] == "Z":
-        return None
-    return int(fields[19])
-
-
-@dataclass(frozen=True)
-class Resource:
-    kind: str  # process | path | netns | container | job
-    ident: str  # pid, path, name…
-    description: str
-    start_time: int | None = None
-    extra: dict[str, Any] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        document: dict[str, Any] = {
-            "kind": self.kind,
-            "ident": self.ident,
-            "description": self.description,
-        }
-        if self.start_time is not None:
-            document["start_time"] = self.start_time
-        if self.extra:
-            document["extra"] = self.extra
-        return document
-
-    @classmethod
-    def from_dict(cls, document: dict[str, Any]) -> Resource:
-        return cls(
-            kind=document["kind"],
-            ident=str(document["ident"]),
-            description=document.get("description", ""),
-            start_time=document.get("start_time"),
-            extra=document.get("extra"),
-        )
-
-
-class Ledger:
-    """Append-only record of what a run created, undone in reverse order."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def _append(self, resource: Resource) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a") as handle:
-            handle.write(json.dumps(resource.to_dict()) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-
-    def record_process(self, pid: int, description: str) -> Resource:
-        resource = Resource("process", str(pid), description, process_start_time(pid))
-        self._append(resource)
-        return resource
-
-    def record_path(self, path: Path, description: str) -> Resource:
-        resource = Resource("path", str(path), description)
-        self._append(resource)
-        return resource
-
-    def entries(self) -> list[Resource]:
-        if not self.path.exists():
-            return []
-        entries = []
-        for line in self.path.read_text().splitlines():
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                entries.append(Resource.from_dict(json.loads(line)))
-            except (json.JSONDecodeError, KeyError):
-                # A line cut by a crash mid-write: everything before it is intact.
-                continue
-        return entries
-
-    def live_processes(self) -> list[Resource]:
-        return [
-            r
-            for r in self.entries()
-            if r.kind == "process" and process_start_time(int(r.ident)) == r.start_time
-        ]
-
-    def undo(self, grace: float = 5.0) -> list[str]:
-        """Stop every recorded process (SIGTERM, then SIGKILL) and remove every path.
-
-        Returns what was undone, for the user. Safe to call again: resources that are
-        already gone are skipped.
-        """
-        done: list[str] = []
-        entries = self.entries()
-        processes = [r for r in entries if r.kind == "process"]
-        alive = [r for r in processes if process_start_time(int(r.ident)) == r.start_time]
-        for resource in alive:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(resource.ident), signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while alive and time.monotonic() < deadline:
-            alive = [r for r in alive if process_start_time(int(r.ident)) == r.start_time]
-            if alive:
-                time.sleep(0.05)
-        for resource in alive:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(resource.ident), signal.SIGKILL)
-        for resource in processes:
-            if process_start_time(int(resource.ident)) != resource.start_time:
-                done.append(f"stopped {resource.description} (pid {resource.ident})")
-        for resource in reversed(entries):
-            if resource.kind != "path":
-                continue
-            path = Path(resource.ident)
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path, ignore_errors=True)
-                done.append(f"removed {path}")
-            elif path.exists() or path.is_symlink():
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
-                done.append(f"removed {path}")
-        return done
-
-    def clear(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+def runtime_base_dir() -> Path:
+    """Where per-run sockets go: short paths, outside any flake."""
+    base = os.environ.get("XDG_RUNTIME_DIR")
+    if (
+        base
+        and len(base) + 1 + 32 + _SOCKET_NAME_ROOM <= _UNIX_PATH_MAX
+        and os.access(base, os.W_OK)
+    ):
+        return Path(base)
+    return Path("/tmp")
 
 
 class Project:
@@ -192,7 +68,9 @@ class Project:
 
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
-        self.state_dir = self.root / STATE_DIR_NAME
+        digest = hashlib.sha256(str(self.root).encode()).hexdigest()[:12]
+        stem = re.sub(r"[^A-Za-z0-9._-]", "-", self.root.name)[:32] or "root"
+        self.state_dir = state_home() / f"{stem}-{digest}"
 
     @classmethod
     def find(cls, start: Path | None = None) -> Project:
@@ -206,71 +84,132 @@ class Project:
             "(create one with 'nxc init -t selftest DIR')"
         )
 
-    # Files in the state directory.
+    # -- layout -------------------------------------------------------------------
+
     @property
     def builds_file(self) -> Path:
         return self.state_dir / "builds.json"
 
     @property
+    def current_dir(self) -> Path:
+        """The running deployment's files; removed by ``nxc stop``."""
+        return self.state_dir / "current"
+
+    @property
     def deployment_file(self) -> Path:
-        return self.state_dir / "deployment.json"
+        return self.current_dir / "deployment.json"
 
     @property
     def runtime_file(self) -> Path:
-        return self.state_dir / "runtime.json"
+        return self.current_dir / "runtime.json"
 
     @property
-    def ledger(self) -> Ledger:
-        return Ledger(self.state_dir / "ledger.jsonl")
+    def run_file(self) -> Path:
+        return self.current_dir / "run.json"
 
     @property
     def keys_dir(self) -> Path:
-        return self.state_dir / "keys"
+        return self.current_dir / "keys"
 
     @property
     def runs_dir(self) -> Path:
         return self.state_dir / "runs"
 
+    @property
+    def ledger(self) -> Ledger:
+        return Ledger(self.state_dir / "ledger.jsonl")
+
     def ensure_state_dir(self) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        ignore = self.state_dir / ".gitignore"
-        if not ignore.exists():
-            # Keep run state out of the user's git history and of the flake's sources.
-            atomic_write(ignore, "*\n")
-
-    @contextlib.contextmanager
-    def lock(self) -> Iterator[None]:
-        """Serialise commands that change the run state (start, stop, clean)."""
-        self.ensure_state_dir()
-        with open(self.state_dir / ".lock", "w") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise StateError(
-                    f"another nxc command is changing {self.state_dir} right now"
-                ) from None
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-
-    # Builds.
-    def record_build(self, flavour: str, record: dict[str, Any]) -> None:
-        builds = self.builds() if self.builds_file.exists() else {}
-        builds[flavour] = record
-        write_json(self.builds_file, builds)
-
-    def builds(self) -> dict[str, Any]:
-        if not self.builds_file.exists():
-            return {}
-        data = read_json(self.builds_file)
-        return data if isinstance(data, dict) else {}
+        private_dir(self.state_dir)
+        marker = self.state_dir / "project"
+        if not marker.exists():
+            atomic_write(marker, str(self.root) + "\n", 0o600)
 
     def has_deployment(self) -> bool:
         return self.deployment_file.exists()
 
+    # -- owned directories ----------------------------------------------------------
 
-def runtime_base_dir() -> Path:
-    """Where per-run sockets go: short paths, outside the flake."""
-    base = os.environ.get("XDG_RUNTIME_DIR") or "/tmp"
-    return Path(base)
+    def make_runtime_dir(self, name: str) -> Path:
+        """A new private directory for sockets and logs, marked as this project's."""
+        path = runtime_base_dir() / f"nxc-{name}"
+        with writing(path, "create runtime directory"):
+            path.mkdir(mode=0o700)
+            os.chmod(path, 0o700)
+            atomic_write(path / OWNED_MARK, str(self.state_dir) + "\n", 0o600)
+        return path
+
+    def owns(self, path: Path) -> bool:
+        """Whether ``path`` lies in a directory nxc created for this project.
+
+        That is the state directory, or a directory holding nxc's mark (written when
+        nxc created it, naming this project's state directory, owned by this user).
+        """
+        try:
+            resolved = path.resolve()
+        except (OSError, RuntimeError):
+            return False
+        root = self.state_dir.resolve()
+        if resolved == root or root in resolved.parents:
+            return True
+        for directory in (resolved, *resolved.parents):
+            mark = directory / OWNED_MARK
+            try:
+                if mark.stat().st_uid != os.getuid():
+                    return False
+                return mark.read_text().strip() == str(self.state_dir)
+            except OSError:
+                continue
+        return False
+
+    def release_context(self, grace: float = 5.0) -> ReleaseContext:
+        return ReleaseContext(owns=self.owns, grace=grace)
+
+    # -- locking --------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def lock(self, wait: float = 0.0) -> Iterator[None]:
+        """Serialise commands that change the state (start, stop, clean, build records).
+
+        With ``wait`` > 0, wait that long for another command to finish first.
+        """
+        self.ensure_state_dir()
+        path = self.state_dir / "lock"
+        with writing(path, "lock"):
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            deadline = time.monotonic() + wait
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise StateError(
+                            f"another nxc command is changing the state of {self.root} "
+                            "right now (wait for it to finish)"
+                        ) from None
+                    time.sleep(0.05)
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    # -- builds ---------------------------------------------------------------------
+
+    def record_build(self, flavour: str, record: dict[str, Any]) -> None:
+        with self.lock(wait=30):
+            builds = self.builds()
+            builds[flavour] = record
+            write_state(self.builds_file, "builds", BUILDS_VERSION, {"builds": builds})
+
+    def builds(self) -> dict[str, Any]:
+        if not self.builds_file.exists():
+            return {}
+        document = read_state(self.builds_file, "builds", BUILDS_VERSION, ("builds",))
+        builds = document["builds"]
+        if not isinstance(builds, dict):
+            raise StateError(f"{self.builds_file}: corrupt state file (builds is not a mapping)")
+        return builds

@@ -1,28 +1,72 @@
 """Start, inspect and stop a deployment: the logic behind ``nxc start/status/stop``.
 
-Importable from Python so that a researcher's own script can do what the CLI does.
+Importable from Python, so that a researcher's own script does exactly what the CLI
+does::
+
+    from nxc.project import Project
+    from nxc import session
+
+    project = Project.find()
+    manifest = session.manifest_for(project, "vm-ramdisk", None)
+    current = session.start(project, manifest, session.StartRequest(overrides={"node": 3}))
+    ...
+    session.stop(project)
+
+``start`` drives the flavour's runtime through its phases (see
+:mod:`nxc.runtime.contract`), writes the run record, applies the composition's
+network topology (or the one asked for), and on any failure or interruption undoes
+everything before the error propagates.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import json
+import contextlib
 import secrets
 import shutil
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from nxc.contracts import Deployment, Manifest
+from nxc.contracts import Manifest
 from nxc.errors import NxcError, StateError
-from nxc.expand import expand
-from nxc.flavours import DEFAULT_FLAVOUR, StartOptions, get_runtime
+from nxc.expand import expand, role_quantities
+from nxc.fsutil import atomic_write, private_dir, read_json, write_state
 from nxc.keys import generate_key, known_hosts_line
-from nxc.project import Project, atomic_write, read_json, write_json
-from nxc.runtime.transport import NodeControl
+from nxc.ledger import BUILTIN_KINDS, Kind, ReleaseReport, Resource
+from nxc.project import Project
+from nxc.running import CURRENT_VERSION, RunningDeployment, running
+from nxc.runs import RunRecord
+from nxc.runtime import registry
+from nxc.runtime.contract import Progress, Runtime, RuntimeContext, RuntimeState
+from nxc.runtime.options import FlavourOptions, resolve_options
+from nxc.signals import shielded
 
-Progress = Callable[[str], None]
+__all__ = [
+    "DEFAULT_FLAVOUR",
+    "RunningDeployment",
+    "StartRequest",
+    "clean",
+    "manifest_for",
+    "prepare",
+    "running",
+    "start",
+    "status",
+    "stop",
+]
+
+DEFAULT_FLAVOUR = "vm-ramdisk"
+
+
+@dataclass(frozen=True)
+class StartRequest:
+    """What the user asked ``nxc start`` for (everything but the manifest)."""
+
+    overrides: Mapping[str, int] = field(default_factory=dict)  # -r ROLE=N
+    options: Mapping[str, Any] = field(default_factory=dict)  # flavour options, raw
+    ready_timeout: float = 180.0
+    topology: Path | None = None  # --netem FILE
+    composition_topology: bool = True  # apply the composition's own topology
 
 
 def manifest_for(project: Project, flavour: str | None, manifest_path: Path | None) -> Manifest:
@@ -32,6 +76,7 @@ def manifest_for(project: Project, flavour: str | None, manifest_path: Path | No
     builds = project.builds()
     if flavour is None:
         flavour = DEFAULT_FLAVOUR if DEFAULT_FLAVOUR in builds or not builds else next(iter(builds))
+    flavour = registry.canonical(flavour)
     record = builds.get(flavour)
     if record is None:
         built = ", ".join(builds) or "none"
@@ -39,7 +84,10 @@ def manifest_for(project: Project, flavour: str | None, manifest_path: Path | No
             f"no build of flavour '{flavour}' in {project.root} (built: {built}); "
             f"run 'nxc build -f {flavour}' first"
         )
-    return Manifest.load(Path(record["manifest"]))
+    try:
+        return Manifest.load(Path(record["manifest"]))
+    except (KeyError, TypeError):
+        raise StateError(f"{project.builds_file}: corrupt build record for {flavour}") from None
 
 
 def new_deployment_id(composition: str) -> str:
@@ -48,125 +96,226 @@ def new_deployment_id(composition: str) -> str:
 
 
 @dataclass(frozen=True)
-class RunningDeployment:
-    project: Project
-    deployment: Deployment
-    manifest: Manifest
-    run_dir: Path
-
-    @property
-    def client_key(self) -> Path:
-        return self.project.keys_dir / "id_ed25519"
-
-    @property
-    def known_hosts(self) -> Path:
-        return self.project.keys_dir / "known_hosts"
-
-    def nodes(self) -> dict[str, NodeControl]:
-        runtime = get_runtime(self.deployment.flavour)
-        return dict(runtime.nodes(self.project))
-
-    def ssh_argv(self, node_name: str) -> list[str]:
-        node = self.deployment.node(node_name)
-        if node.ssh_host is None:
-            raise NxcError(f"{node_name}: the deployment has no ssh endpoint for it")
-        return [
-            "ssh",
-            "-i", str(self.client_key),
-            "-o", f"UserKnownHostsFile={self.known_hosts}",
-            "-o", "StrictHostKeyChecking=yes",
-            "-o", "IdentitiesOnly=yes",
-            "-o", "LogLevel=ERROR",
-            "-p", str(node.ssh_port or 22),
-            f"root@{node.ssh_host}",
-        ]  # fmt: skip
+class Prepared:
+    runtime: Runtime
+    options: FlavourOptions
+    quantities: dict[str, int]
+    topology: Any  # nxc.netem.Topology | None
 
 
-def running(project: Project) -> RunningDeployment:
-    """The deployment started in ``project``, or a one-line error if there is none."""
-    if not project.deployment_file.exists():
-        raise StateError(f"no running deployment in {project.root} (run 'nxc start' first)")
-    deployment = Deployment.load(project.deployment_file)
-    meta = read_json(project.state_dir / "run.json")
-    manifest = Manifest.load(Path(meta["manifest"]))
-    return RunningDeployment(project, deployment, manifest, Path(meta["run_dir"]))
+def prepare(project: Project, manifest: Manifest, request: StartRequest) -> Prepared:
+    """Check everything the user gave before anything is created (one-line errors)."""
+    runtime = registry.load(manifest.flavour)
+    quantities = role_quantities(manifest, request.overrides)
+    if not request.ready_timeout > 0:
+        raise NxcError(f"--timeout {request.ready_timeout:g}: must be a positive number of seconds")
+    composition = manifest.flavour_options.get(runtime.name, {})
+    options = resolve_options(
+        runtime.name, runtime.options, request.options, composition, manifest.roles
+    )
+    topology = None
+    if request.topology is not None:
+        from nxc.netem import Topology
+
+        topology = Topology.load(request.topology)
+    runtime.check_host(manifest, options)
+    return Prepared(runtime, options, quantities, topology)
 
 
 def start(
     project: Project,
     manifest: Manifest,
-    overrides: dict[str, int],
-    options: StartOptions,
+    request: StartRequest | None = None,
     progress: Progress | None = None,
 ) -> RunningDeployment:
-    """Expand, key, launch and wait: returns once every node reports ready.
+    """Expand, key, acquire, launch and wait: returns once every node reports ready.
 
-    On any failure or Ctrl-C, everything already created is undone before the
-    error propagates.
+    On any failure or interruption (Ctrl-C, SIGTERM, SIGHUP), everything already
+    created is released before the error propagates, and the run record says the
+    start failed and why.
+    """
+    request = request or StartRequest()
+    say = progress or (lambda _msg: None)
+    prepared = prepare(project, manifest, request)
+    runtime = prepared.runtime
+    project.ensure_state_dir()
+    if project.current_dir.exists() or project.ledger.exists():
+        raise StateError(
+            f"a deployment is already running in {project.root}, or the last one was not "
+            "fully stopped (run 'nxc stop' first)"
+        )
+    deployment_id = new_deployment_id(manifest.composition)
+    run = RunRecord.create(
+        project,
+        deployment_id,
+        manifest.composition,
+        runtime.name,
+        manifest=str(manifest.source) if manifest.source else None,
+        options=prepared.options.as_dict(),
+        roles=prepared.quantities,
+        ready_timeout=request.ready_timeout,
+    )
+    try:
+        current = _start(project, manifest, request, prepared, deployment_id, run, say)
+    except BaseException as exc:
+        with shielded():
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            with contextlib.suppress(Exception):
+                run.mark("failed", error=reason)
+            stop(project, progress=say, mark_run=False)
+        raise
+    return current
+
+
+def _start(
+    project: Project,
+    manifest: Manifest,
+    request: StartRequest,
+    prepared: Prepared,
+    deployment_id: str,
+    run: RunRecord,
+    say: Progress,
+) -> RunningDeployment:
+    runtime = prepared.runtime
+    ledger = project.ledger
+    ledger.record_path(project.current_dir, "deployment state")
+    private_dir(project.current_dir)
+    runtime_dir = project.make_runtime_dir(deployment_id)
+    ledger.record_path(runtime_dir, "runtime directory")
+    write_state(
+        project.run_file,
+        "current",
+        CURRENT_VERSION,
+        {
+            "manifest": str(manifest.source or run.directory / "manifest.json"),
+            "run_dir": str(run.directory),
+            "flavour": runtime.name,
+        },
+    )
+    run.write_json("manifest.json", manifest.raw)
+
+    client = generate_key(project.keys_dir / "id_ed25519", f"nxc-{deployment_id}")
+    deployment = expand(
+        manifest,
+        prepared.quantities,
+        deployment_id,
+        [client.public_text],
+        created_at=run.load().get("started_at"),
+    )
+    host_keys: dict[str, Path] = {}
+    nodes = []
+    for node in deployment.nodes:
+        pair = generate_key(project.keys_dir / "hosts" / node.name, f"{node.name}-host")
+        host_keys[node.name] = pair.private
+        nodes.append(replace(node, host_key=pair.public_text))
+    deployment = replace(deployment, nodes=nodes)
+
+    ctx = RuntimeContext(
+        project=project,
+        manifest=manifest,
+        options=prepared.options,
+        ledger=ledger,
+        runtime_dir=runtime_dir,
+        run_dir=run.directory,
+        host_keys=host_keys,
+        client_key=client.private,
+        state=RuntimeState(project.runtime_file, runtime.name),
+        ready_timeout=request.ready_timeout,
+        progress=say,
+    )
+    deployment = runtime.acquire(ctx, deployment)
+    known = [
+        known_hosts_line(n.ssh_host, n.ssh_port, n.host_key)
+        for n in deployment.nodes
+        if n.ssh_host and n.host_key
+    ]
+    atomic_write(project.keys_dir / "known_hosts", "\n".join(known) + "\n", 0o600)
+    atomic_write(project.deployment_file, deployment.to_json(), 0o600)
+    # The deployment holds public keys only: it belongs in the record as it is.
+    run.write("deployment.json", deployment.to_json())
+
+    runtime.launch(ctx, deployment)
+    current = RunningDeployment(project, deployment, manifest, run)
+    topology = prepared.topology
+    if topology is None and request.composition_topology and manifest.topology:
+        from nxc.netem import Topology
+
+        topology = Topology.from_dict(manifest.topology, source="manifest topology")
+    if topology is not None:
+        from nxc.netem.state import apply_topology, session_from_running
+
+        say("applying the network topology")
+        apply_topology(session_from_running(current), topology)
+        run.write_json("netem-topology.json", topology.to_dict())
+    run.mark("running", facts=ctx.facts, nodes=[n.name for n in deployment.nodes])
+    return current
+
+
+def _flavours_in_play(project: Project, entries: list[Resource]) -> set[str]:
+    found = {r.owner for r in entries if r.owner}
+    for path in (project.run_file, project.runtime_file):
+        with contextlib.suppress(StateError):
+            document = read_json(path)
+            if isinstance(document, dict) and isinstance(document.get("flavour"), str):
+                found.add(document["flavour"])
+    return found
+
+
+def stop(
+    project: Project, progress: Progress | None = None, *, mark_run: bool = True
+) -> ReleaseReport:
+    """Release everything the deployment created; a second call finds nothing to do.
+
+    Each flavour involved gets its ``release`` hook, then the ledger releases every
+    recorded resource with the kinds the flavours provide. If the ledger is damaged
+    or missing while a deployment's state remains, the flavours' ``recover`` finds
+    what they can from their own state. A resource that cannot be released is
+    reported and kept in the ledger for the next ``nxc stop``.
     """
     say = progress or (lambda _msg: None)
-    runtime = get_runtime(manifest.flavour)
-    runtime.check_host()
-    if project.deployment_file.exists() or project.ledger.live_processes():
-        raise StateError(
-            f"a deployment is already running in {project.root} (run 'nxc stop' first)"
-        )
-    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    deployment_id = new_deployment_id(manifest.composition)
-    try:
-        project.ensure_state_dir()
-        project.ledger.clear()
-        project.ledger.record_path(project.keys_dir, "deployment keys")
-        client = generate_key(project.keys_dir / "id_ed25519", f"nxc-{deployment_id}")
-        deployment = expand(
-            manifest, overrides, deployment_id, [client.public_text], created_at=now
-        )
-        deployment = runtime.prepare(deployment, options)
-        host_keys: dict[str, Path] = {}
-        nodes = []
-        for node in deployment.nodes:
-            pair = generate_key(project.keys_dir / "hosts" / node.name, f"{node.name}-host")
-            host_keys[node.name] = pair.private
-            nodes.append(replace(node, host_key=pair.public_text))
-        deployment = replace(deployment, nodes=nodes)
-        known = [
-            known_hosts_line(n.ssh_host, n.ssh_port, n.host_key)
-            for n in deployment.nodes
-            if n.ssh_host and n.host_key
-        ]
-        atomic_write(project.keys_dir / "known_hosts", "\n".join(known) + "\n", 0o600)
-
-        run_dir = project.runs_dir / deployment_id
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "deployment.json").write_text(deployment.to_json())
-        (run_dir / "manifest.json").write_text(json.dumps(manifest.raw, indent=2) + "\n")
-        manifest_file = manifest.source or (run_dir / "manifest.json")
-        write_json(
-            project.state_dir / "run.json",
-            {"manifest": str(manifest_file), "run_dir": str(run_dir), "started_at": now},
-        )
-        project.ledger.record_path(project.state_dir / "run.json", "run pointer")
-        project.ledger.record_path(project.runtime_file, "runtime state")
-        atomic_write(project.deployment_file, deployment.to_json())
-        project.ledger.record_path(project.deployment_file, "deployment")
-        runtime.start(project, manifest, deployment, host_keys, options, progress=say)
-    except BaseException:
-        stop(project)
-        raise
-    return RunningDeployment(project, deployment, manifest, run_dir)
-
-
-def stop(project: Project) -> list[str]:
-    """Undo everything the ledger recorded; a second call finds nothing to do."""
     ledger = project.ledger
-    done = ledger.undo()
-    ledger.clear()
-    return done
+    with shielded():
+        entries, bad = ledger.read()
+        damaged = bool(bad) or (not ledger.exists() and project.current_dir.exists())
+        flavours = _flavours_in_play(project, entries)
+        if damaged and not flavours:
+            flavours = set(registry.names())
+        kinds: dict[str, Kind] = dict(BUILTIN_KINDS)
+        extra: list[Resource] = []
+        pre: list[str] = []
+        for name in sorted(flavours):
+            try:
+                runtime = registry.load(name)
+            except NxcError as exc:
+                pre.append(f"cannot load flavour {name}: {exc}")
+                continue
+            kinds.update(runtime.resource_kinds())
+            pre += runtime.release(project, say)
+            if damaged:
+                extra += runtime.recover(project)
+        run_dir = None
+        if mark_run:
+            with contextlib.suppress(StateError, KeyError, TypeError):
+                run_dir = Path(read_json(project.run_file)["run_dir"])
+        report = ledger.release(kinds, project.release_context(), extra, say)
+        report.done[:0] = pre
+        if report.ok and project.current_dir.exists():
+            shutil.rmtree(project.current_dir, ignore_errors=True)
+            report.done.append("removed the deployment state")
+        if run_dir is not None and report.ok:
+            with contextlib.suppress(StateError, OSError):
+                RunRecord(run_dir).mark("stopped")
+    return report
 
 
-def clean(project: Project) -> list[str]:
+def clean(project: Project, progress: Progress | None = None) -> list[str]:
     """Stop, then remove the project's whole state directory and result links."""
-    done = stop(project)
+    report = stop(project, progress)
+    if not report.ok:
+        raise StateError(
+            "not cleaning: some resources could not be released (see above; run nxc stop again)"
+        )
+    done = report.lines()
     if project.state_dir.exists():
         shutil.rmtree(project.state_dir)
         done.append(f"removed {project.state_dir}")
@@ -182,13 +331,15 @@ def status(current: RunningDeployment) -> list[dict[str, Any]]:
     rows = []
     for node in current.deployment.nodes:
         control = controls.get(node.name)
+        up = control is not None and control.is_running()
         rows.append(
             {
                 "name": node.name,
                 "role": node.role,
                 "ipv4": node.ipv4,
                 "ssh": f"{node.ssh_host}:{node.ssh_port}" if node.ssh_host else "-",
-                "state": "running" if control and control.is_running() else "stopped",
+                "state": "running" if up else "stopped",
+                "boot_id": (control.boot_id() if control and up else None) or "-",
             }
         )
     return rows

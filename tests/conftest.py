@@ -14,6 +14,15 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # nxc keeps project state outside projects (under NXC_STATE_HOME): give the test
+    # session its own, so tests never see the user's runs nor leave any behind.
+    if "NXC_STATE_HOME" not in os.environ:
+        import tempfile
+
+        os.environ["NXC_STATE_HOME"] = tempfile.mkdtemp(prefix="nxc-test-state-")
+
+
 def run_nxc(
     *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 600
 ) -> subprocess.CompletedProcess[str]:

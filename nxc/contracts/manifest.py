@@ -34,6 +34,7 @@ class Manifest:
     test_script: str | None = None
     topology: dict[str, Any] | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
+    flavour_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -73,6 +74,7 @@ class Manifest:
             test_script=document.get("test_script"),
             topology=document.get("topology"),
             parameters=document.get("parameters", {}),
+            flavour_options=document.get("flavour_options", {}),
             raw=document,
         )
 

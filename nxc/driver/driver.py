@@ -41,9 +41,9 @@ from nxc.driver.machine import (
     machines_by_role,
 )
 from nxc.errors import MachineError, NxcError, WaitTimeout
+from nxc.fsutil import atomic_write
 from nxc.log import Logger
 from nxc.log import log as default_log
-from nxc.project import atomic_write
 
 __all__ = [
     "EVENTS_DIR",

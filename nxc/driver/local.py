@@ -34,6 +34,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from nxc.errors import NxcError
+from nxc.runtime.node import Capability
 from nxc.runtime.transport import CommandResult, TransportError
 
 __all__ = ["LocalNodeControl", "LocalNodeUnsupported", "LocalTransport"]
@@ -151,6 +152,9 @@ class LocalNodeControl:
     process's, plus ``NXC_NODE``); ``running``: whether the node starts out running.
     """
 
+    flavour = "local"
+    capabilities = frozenset({Capability.POWER, Capability.CRASH, Capability.CONSOLE})
+
     def __init__(
         self,
         name: str = "local",
@@ -186,6 +190,9 @@ class LocalNodeControl:
     def is_running(self) -> bool:
         return self._running
 
+    def boot_id(self) -> str | None:
+        return f"local-{id(self):x}" if self._running else None
+
     def start(self, timeout: float = 120.0) -> None:
         with self._lock:
             if not self._running:
@@ -217,6 +224,12 @@ class LocalNodeControl:
         raise LocalNodeUnsupported(
             f"{self.name}: unblock() needs a real node; a local node has no experiment NIC"
         )
+
+    def pause(self) -> None:
+        raise LocalNodeUnsupported(f"{self.name}: pause() needs a real node")
+
+    def resume(self) -> None:
+        raise LocalNodeUnsupported(f"{self.name}: resume() needs a real node")
 
     def console_tail(self, lines: int = 20) -> str:
         return self._console.tail(lines)

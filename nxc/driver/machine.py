@@ -38,7 +38,8 @@ from typing import Any
 from nxc.errors import MachineError, NxcError, WaitTimeout
 from nxc.log import Logger, Span
 from nxc.log import log as default_log
-from nxc.runtime.transport import CommandResult, NodeControl, Transport, TransportError
+from nxc.runtime.node import Capability, NodeControl, require
+from nxc.runtime.transport import CommandResult, Transport, TransportError
 
 __all__ = [
     "CommandFailed",
@@ -795,6 +796,7 @@ class Machine:
         """Boot the node if it is not running and wait until it is ready."""
         if self._control.is_running():
             return
+        require(self._control, Capability.POWER, "start")
         with self._lock:
             if self._control.is_running():
                 return
@@ -804,6 +806,7 @@ class Machine:
 
     def shutdown(self, timeout: float = 60.0) -> None:
         """Power the node off cleanly and wait until it has stopped."""
+        require(self._control, Capability.POWER, "shutdown")
         with self.nested("shutting down"):
             self._drop_transport()
             self._control.shutdown(timeout)
@@ -814,6 +817,7 @@ class Machine:
         Does not wait for commands in flight on the node (they fail with
         :class:`ConnectionLost`, or give ``(-1, "")`` with ``check_return=False``).
         """
+        require(self._control, Capability.CRASH, "crash")
         with self.nested("crashing"):
             self._drop_transport()
             self._control.crash()
@@ -826,11 +830,13 @@ class Machine:
 
     def block(self) -> None:
         """Cut the node's experiment NIC (the link goes down as seen by the node)."""
+        require(self._control, Capability.BLOCK, "block")
         with self.nested("blocking the experiment network"):
             self._control.block()
 
     def unblock(self) -> None:
         """Restore the node's experiment NIC after :meth:`block`."""
+        require(self._control, Capability.BLOCK, "unblock")
         with self.nested("unblocking the experiment network"):
             self._control.unblock()
 

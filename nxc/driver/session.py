@@ -12,7 +12,7 @@ from nxc.driver.machine import Machine
 from nxc.log import log
 
 if TYPE_CHECKING:
-    from nxc.session import RunningDeployment
+    from nxc.running import RunningDeployment
 
 
 def machines_of(current: RunningDeployment) -> list[Machine]:
@@ -32,7 +32,9 @@ def open_driver(current: RunningDeployment, out_dir: Path | None = None) -> Iter
     topology = Topology.from_dict(current.manifest.topology) if current.manifest.topology else None
     netem = Netem(current.deployment, {m.name: m for m in machines}, topology)
     extra = {"netem": netem, "deployment": current.deployment, "manifest": current.manifest}
-    driver = Driver(machines, log, out_dir or current.run_dir, extra)
+    for problem in current.health():
+        log.warning(problem)
+    driver = Driver(machines, log, out_dir or current.run.new_driver_dir(), extra)
     try:
         yield driver
     finally:

@@ -1,5 +1,2 @@
-"""Flavours: one runtime module each, behind ``nxc.flavours.base.Runtime``."""
-
-from nxc.flavours.base import DEFAULT_FLAVOUR, FLAVOURS, Runtime, StartOptions, get_runtime
-
-__all__ = ["DEFAULT_FLAVOUR", "FLAVOURS", "Runtime", "StartOptions", "get_runtime"]
+"""The runtimes of nxc's own flavours, one package each (registered as ``nxc.flavours``
+entry points in pyproject.toml; see :mod:`nxc.runtime.registry`)."""

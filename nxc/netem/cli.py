@@ -16,92 +16,35 @@ object instead (tests, other front ends)::
 
 ``topology`` is the manifest's topology (for ``--from-manifest``; None if it has none) and
 ``state_dir`` (optional) is where ``apply`` records the topology it installed, so that later
-``show``/``validate`` know what was asked. :func:`apply_file` is what ``nxc start --netem``
-calls. Errors are :class:`nxc.errors.NxcError` (one line; the main entry point prints them
-and exits non-zero).
+``show``/``validate`` know what was asked (see :mod:`nxc.netem.state`). Errors are
+:class:`nxc.errors.NxcError` (one line; the main entry point prints them and exits non-zero).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
 
-from nxc.contracts.deployment import Deployment
 from nxc.errors import NxcError
-from nxc.netem.apply import MachineLike, Netem
+from nxc.netem.apply import Netem
 from nxc.netem.model import Topology
+from nxc.netem.state import NetemSession, apply_topology, session_from_running
 from nxc.netem.tcgen import GenOptions
 from nxc.netem.validate import Tolerances
 
-APPLIED_FILE = "netem-topology.json"
-
-
-@dataclass
-class NetemSession:
-    deployment: Deployment
-    machines: Mapping[str, MachineLike]
-    topology: Topology | None = None
-    state_dir: Path | None = None
-
-
 SessionGetter = Callable[[], NetemSession]
-
-
-def session_from_running(current: Any) -> NetemSession:
-    """A session from :class:`nxc.session.RunningDeployment` (machines over its nodes)."""
-    from nxc.driver.machine import Machine
-
-    controls = current.nodes()
-    deployment: Deployment = current.deployment
-    machines = {
-        n.name: Machine(n.name, n.role, n.index, controls[n.name]) for n in deployment.nodes
-    }
-    raw = getattr(current.manifest, "topology", None)
-    topology = Topology.from_dict(raw, source="manifest topology") if raw else None
-    return NetemSession(deployment, machines, topology, current.project.state_dir)
-
-
-def apply_file(current: Any, path: Path) -> Netem:
-    """Apply the topology file on a running deployment (``nxc start --netem FILE``)."""
-    topology = Topology.load(path)
-    session = session_from_running(current)
-    net = Netem(session.deployment, session.machines, topology)
-    net.apply()
-    _record(session, topology)
-    click.echo(f"netem: {path} applied ({len(net.pairs())} shaped pairs)")
-    return net
-
-
-def apply_manifest(current: Any) -> Netem | None:
-    """Apply the composition's topology, if the manifest has one (for ``nxc start``)."""
-    session = session_from_running(current)
-    if session.topology is None:
-        return None
-    net = Netem(session.deployment, session.machines, session.topology)
-    net.apply()
-    _record(session, session.topology)
-    click.echo(f"netem: composition topology applied ({len(net.pairs())} shaped pairs)")
-    return net
-
-
-def _record(session: NetemSession, topology: Topology) -> None:
-    path = _applied_path(session)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(topology.to_dict(), indent=2) + "\n")
+__all__ = ["NetemSession", "SessionGetter", "netem"]
 
 
 def _default_session(project_dir: str | None) -> NetemSession:
-    from nxc import session as sessions
     from nxc.project import Project
+    from nxc.running import running
 
     project = Project.find(Path(project_dir) if project_dir else None)
-    return session_from_running(sessions.running(project))
+    return session_from_running(running(project))
 
 
 def _session(ctx: click.Context) -> NetemSession:
@@ -121,17 +64,6 @@ def _session(ctx: click.Context) -> NetemSession:
     if not isinstance(session, NetemSession):
         raise NxcError("nxc netem: the session getter returned something unexpected")
     return session
-
-
-def _applied_path(session: NetemSession) -> Path | None:
-    return session.state_dir / APPLIED_FILE if session.state_dir else None
-
-
-def _current_topology(session: NetemSession) -> Topology:
-    path = _applied_path(session)
-    if path is not None and path.is_file():
-        return Topology.from_dict(json.loads(path.read_text()), source=str(path))
-    return session.topology or Topology()
 
 
 def _netem(session: NetemSession, topology: Topology, leaf: str) -> Netem:
@@ -180,8 +112,8 @@ def apply_cmd(
         if session.topology is None:
             raise NxcError("nxc netem apply --from-manifest: the manifest has no topology")
         topology = session.topology
-    net = _netem(session, topology, leaf)
     if dry_run:
+        net = _netem(session, topology, leaf)
         for name, script in net.scripts().items():
             click.echo(f"# {name}")
             for line in script.ip_before:
@@ -190,8 +122,7 @@ def apply_cmd(
             for line in script.ip_after:
                 click.echo(f"# ip: {line}")
         return
-    net.apply()
-    _record(session, topology)
+    net = apply_topology(session, topology, GenOptions(leaf=leaf))
     shaped = len(net.pairs())
     click.echo(f"netem: applied on {len(session.deployment.nodes)} nodes ({shaped} shaped pairs)")
 
@@ -202,7 +133,7 @@ def apply_cmd(
 def show_cmd(ctx: click.Context, no_state: bool) -> None:
     """Show the shaped pairs and what tc has installed on each node."""
     session = _session(ctx)
-    click.echo(_netem(session, _current_topology(session), "netem").show(installed=not no_state))
+    click.echo(_netem(session, session.current_topology(), "netem").show(installed=not no_state))
 
 
 @netem.command("validate")
@@ -234,7 +165,7 @@ def validate_cmd(
     from rich.console import Console
 
     session = _session(ctx)
-    net = _netem(session, _current_topology(session), "netem")
+    net = _netem(session, session.current_topology(), "netem")
     tolerances = Tolerances(rtt_abs_ms=rtt_tolerance_ms, loss_abs=loss_tolerance)
     result = net.validate(
         tolerances=tolerances,
@@ -258,7 +189,5 @@ def reset_cmd(ctx: click.Context) -> None:
     """Remove nxc's qdiscs, filters and ifb devices from every node (and nothing else)."""
     session = _session(ctx)
     _netem(session, Topology(), "netem").reset()
-    path = _applied_path(session)
-    if path is not None and path.is_file():
-        path.unlink()
+    session.forget()
     click.echo(f"netem: reset on {len(session.deployment.nodes)} nodes")

@@ -36,37 +36,3 @@ class Transport(Protocol):
         ...
 
     def close(self) -> None: ...
-
-
-class NodeControl(Protocol):
-    """What a flavour's runtime offers the driver for one node."""
-
-    name: str
-
-    def transport(self) -> Transport:
-        """A connected transport to the running node (raises if it is not up)."""
-        ...
-
-    def is_running(self) -> bool: ...
-
-    def start(self, timeout: float = 120.0) -> None:
-        """Boot the node if it is not running and wait until its agent reports ready."""
-        ...
-
-    def shutdown(self, timeout: float = 60.0) -> None:
-        """Power the node off cleanly and wait until it has stopped."""
-        ...
-
-    def crash(self) -> None:
-        """Stop the node at once, as a power cut would."""
-        ...
-
-    def block(self) -> None:
-        """Cut the node's experiment NIC (link down as seen by the guest)."""
-        ...
-
-    def unblock(self) -> None: ...
-
-    def console_tail(self, lines: int = 20) -> str:
-        """The last lines the node printed on its console (for error messages)."""
-        ...

@@ -13,7 +13,8 @@ import pytest
 
 from nxc.contracts.deployment import Deployment
 from nxc.driver.machine import Machine
-from nxc.project import Project, process_start_time
+from nxc.ledger import process_start_time
+from nxc.project import Project
 from tests.conftest import run_nxc
 
 
@@ -32,7 +33,7 @@ def built_selftest(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert result.returncode == 0, result.stderr
     result = run_nxc("build", "--offline", cwd=directory)
     assert result.returncode == 0, result.stderr
-    builds = json.loads((directory / ".nxc" / "builds.json").read_text())
+    builds = Project(directory).builds()
     assert Path(builds["vm-ramdisk"]["manifest"]).is_file()
     return directory
 
@@ -42,10 +43,10 @@ def leftovers(project_dir: Path, pids: list[tuple[int, int | None]], run_dir: Pa
     found = [f"process {pid}" for pid, start in pids if process_start_time(pid) == start]
     if run_dir.exists():
         found.append(f"runtime dir {run_dir}")
-    state = project_dir / ".nxc"
-    for name in ("deployment.json", "runtime.json", "run.json", "ledger.jsonl", "keys"):
-        if (state / name).exists():
-            found.append(f"state {name}")
+    project = Project(project_dir)
+    for path in (project.current_dir, project.ledger.path):
+        if path.exists():
+            found.append(f"state {path.name}")
     return found
 
 
@@ -55,7 +56,8 @@ def ledger_pids(project_dir: Path) -> list[tuple[int, int | None]]:
 
 
 def runtime_dir(project_dir: Path) -> Path:
-    return Path(json.loads((project_dir / ".nxc" / "runtime.json").read_text())["run_dir"])
+    state = json.loads(Project(project_dir).runtime_file.read_text())["state"]
+    return Path(state["runtime_dir"])
 
 
 @pytest.fixture(scope="module")

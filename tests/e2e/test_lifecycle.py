@@ -39,8 +39,9 @@ def test_late_nodes_are_named_and_cleaned_up(built_selftest: Path) -> None:
     assert "nodes not ready: node1, node2" in result.stderr
     assert "--- console of node1 ---" in result.stderr
     assert "Traceback" not in result.stderr
-    assert not (built_selftest / ".nxc" / "deployment.json").exists()
-    assert not (built_selftest / ".nxc" / "ledger.jsonl").exists()
+    project = Project(built_selftest)
+    assert not project.deployment_file.exists()
+    assert not project.ledger.path.exists()
 
 
 def test_ctrl_c_during_start_cleans_up(built_selftest: Path) -> None:
@@ -51,7 +52,7 @@ def test_ctrl_c_during_start_cleans_up(built_selftest: Path) -> None:
         stderr=subprocess.PIPE,
         text=True,
     )
-    ledger = built_selftest / ".nxc" / "ledger.jsonl"
+    ledger = Project(built_selftest).ledger.path
     deadline = time.monotonic() + 60
     # Interrupt once both VMs are launched (they are in the ledger) but not yet ready.
     while time.monotonic() < deadline and ledger_count(ledger) < 2:

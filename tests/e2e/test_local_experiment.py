@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 import xml.etree.ElementTree as ET
@@ -115,10 +116,10 @@ def test_second_driver_gets_a_clear_error(driver, cluster3: Path) -> None:  # ty
 def test_testscript_passes_with_reports(cluster3: Path) -> None:
     result = run_nxc("driver", "-t", cwd=cluster3)
     assert result.returncode == 0, result.stdout + result.stderr
-    run_dir = running(Project(cluster3)).run_dir
-    report = json.loads((run_dir / "report.json").read_text())
+    report_dir = reported_dir(result.stderr, cluster3)
+    report = json.loads((report_dir / "report.json").read_text())
     assert report["success"] is True
-    junit = ET.parse(run_dir / "report.xml").getroot()
+    junit = ET.parse(report_dir / "report.xml").getroot()
     assert junit.find(".//failure") is None
 
 
@@ -131,10 +132,10 @@ def test_false_assertion_fails_with_clear_report(cluster3: Path) -> None:
     result = run_nxc("driver", str(script), cwd=cluster3)
     assert result.returncode != 0
     assert "hostname mismatch" in result.stdout + result.stderr
-    run_dir = running(Project(cluster3)).run_dir
-    report = json.loads((run_dir / "report.json").read_text())
+    report_dir = reported_dir(result.stderr, cluster3)
+    report = json.loads((report_dir / "report.json").read_text())
     assert report["success"] is False
-    failures = ET.parse(run_dir / "report.xml").getroot().findall(".//failure")
+    failures = ET.parse(report_dir / "report.xml").getroot().findall(".//failure")
     assert failures and any("hostname mismatch" in (f.get("message") or "") for f in failures)
 
 
@@ -170,3 +171,12 @@ def test_connect_rejects_unknown_node(cluster3: Path) -> None:
     result = run_nxc("connect", "node9", cwd=cluster3)
     assert result.returncode != 0
     assert "no node named 'node9'" in result.stderr
+
+
+def reported_dir(stderr: str, project: Path) -> Path:
+    """The report directory the CLI named; it must be a new one inside the run record."""
+    found = re.findall(r"^report: (\S+)/report\.json and report\.xml$", stderr, re.M)
+    assert found, stderr
+    directory = Path(found[-1])
+    assert directory.parent.parent == running(Project(project)).run_dir
+    return directory

@@ -29,6 +29,7 @@ from rich.console import Console
 from nxc.errors import ContractError
 from nxc.netem import Netem, NetemMissing, Topology
 from nxc.netem.validate import NetworkMismatch, ValidationReport
+from nxc.project import Project
 from tests.conftest import run_nxc
 from tests.e2e.conftest import VmCluster
 
@@ -194,7 +195,7 @@ def test_cli_apply_show_validate_reset(cluster: VmCluster, netem: Netem, tmp_pat
     topology = tmp_path / "topology.yaml"
     topology.write_text(TOPOLOGY_FILE)
     project = cluster.project_dir
-    recorded = project / ".nxc" / "netem-topology.json"
+    recorded = Project(project).current_dir / "netem-topology.json"
 
     def nxc(*args: str, ok: bool = True) -> tuple[str, str]:
         result = run_nxc("netem", *args, cwd=project, timeout=300)

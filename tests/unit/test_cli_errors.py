@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from nxc.project import Project
 from tests.conftest import run_nxc, sample_manifest
 
 
@@ -52,7 +53,7 @@ def test_unknown_role(project: Path) -> None:
     (project / "m.json").write_text(json.dumps(sample_manifest(project)))
     result = run_nxc("start", "-m", "m.json", "-r", "db=2", cwd=project)
     assert_one_line_error(result, r"-r db: unknown role \(the composition has: client, server\)")
-    assert not (project / ".nxc" / "deployment.json").exists()
+    assert not Project(project).deployment_file.exists()
 
 
 def test_bad_count(project: Path) -> None:
@@ -108,7 +109,7 @@ def test_qemu_missing(project: Path, tmp_path: Path) -> None:
     assert_one_line_error(
         result, r"'qemu-system-x86_64' not found.*apt-get install qemu-system-x86"
     )
-    assert not (project / ".nxc" / "deployment.json").exists()
+    assert not Project(project).deployment_file.exists()
 
 
 def test_nix_missing(project: Path, tmp_path: Path) -> None:

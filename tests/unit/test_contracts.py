@@ -36,7 +36,7 @@ def test_malformed_json_names_line(tmp_path: Path) -> None:
     ("mutate", "message"),
     [
         (lambda d: d.pop("composition"), r"\(top level\): 'composition' is a required property"),
-        (lambda d: d.update(flavour="lxc"), r"flavour: 'lxc' is not one of"),
+        (lambda d: d.update(flavour="Bad_Flavour"), r"flavour: 'Bad_Flavour' does not match"),
         (lambda d: d["roles"]["client"].update(quantity=-1), r"roles\.client\.quantity: -1"),
         (lambda d: d["roles"]["client"].update(colour="red"), r"roles\.client: Additional prop"),
         (lambda d: d.update(nxc_manifest=7), r"nxc_manifest 7 is not supported"),

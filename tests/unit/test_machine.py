@@ -28,6 +28,7 @@ from nxc.driver.machine import (
 )
 from nxc.errors import MachineError, WaitTimeout
 from nxc.log import Logger
+from nxc.runtime.node import CapabilityMissing
 
 BUSYBOX = shutil.which("busybox")
 
@@ -407,10 +408,13 @@ def test_start_and_shutdown(make: MakeMachine) -> None:
 
 def test_block_on_a_local_node_is_a_clear_error(make: MakeMachine) -> None:
     node = make()
-    with pytest.raises(LocalNodeUnsupported, match="no experiment NIC"):
+    with pytest.raises(CapabilityMissing, match=r"block\(\) is not available on flavour local"):
         node.block()
-    with pytest.raises(LocalNodeUnsupported):
+    with pytest.raises(CapabilityMissing, match=r"unblock\(\)"):
         node.unblock()
+    # The control itself refuses too, for callers that bypass the Machine.
+    with pytest.raises(LocalNodeUnsupported, match="no experiment NIC"):
+        node.control.block()
 
 
 def crash_once_started(node: Machine, marker: Path) -> threading.Thread:

@@ -14,9 +14,10 @@ from click.testing import CliRunner
 from nxc.errors import NxcError
 from nxc.netem import apply as ap
 from nxc.netem import tcgen
-from nxc.netem.cli import APPLIED_FILE, NetemSession, netem
+from nxc.netem.cli import NetemSession, netem
 from nxc.netem.model import Topology
 from nxc.netem.netns import make_deployment
+from nxc.netem.state import APPLIED_FILE
 
 DEPLOYMENT = make_deployment({"server": 1, "client": 2})
 TOPOLOGY = Topology().constrain("server", "client", delay="50ms")

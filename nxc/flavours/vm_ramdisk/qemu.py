@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
-import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from nxc.contracts import Node
+from nxc.ledger import Ledger
+from nxc.wait import Attempt, PollExpired, poll
 
 BACKDOOR_PORT_NAME = "nxc.backdoor"
 DEPLOYMENT_FWCFG = "opt/nxc/deployment"
@@ -18,6 +20,8 @@ HOSTKEY_FWCFG = "opt/nxc/hostkey"
 EXPERIMENT_NETDEV = "exp"
 DEFAULT_MEMORY_MB = 256
 DEFAULT_CPUS = 1
+# Executable names of the QEMU system emulators nxc starts (for recovering them).
+QEMU_EXECUTABLES = frozenset({"qemu-system-x86_64", "qemu-system-aarch64"})
 
 
 @dataclass(frozen=True)
@@ -32,15 +36,22 @@ class VmFiles:
     host_key: Path
 
     @classmethod
-    def for_node(cls, run_dir: Path, name: str) -> VmFiles:
+    def for_node(cls, runtime_dir: Path, log_dir: Path, name: str) -> VmFiles:
+        """Sockets, pid and key in the short private ``runtime_dir``; the console and
+        QEMU's own log in ``log_dir`` (the run record: they outlive the run)."""
         return cls(
-            console_log=run_dir / f"{name}.console.log",
-            qemu_log=run_dir / f"{name}.qemu.log",
-            backdoor_socket=run_dir / f"{name}.bd",
-            qmp_socket=run_dir / f"{name}.qmp",
-            pid_file=run_dir / f"{name}.pid",
-            host_key=run_dir / f"{name}.hostkey",
+            console_log=log_dir / f"{name}.console.log",
+            qemu_log=log_dir / f"{name}.qemu.log",
+            backdoor_socket=runtime_dir / f"{name}.bd",
+            qmp_socket=runtime_dir / f"{name}.qmp",
+            pid_file=runtime_dir / f"{name}.pid",
+            host_key=runtime_dir / f"{name}.hostkey",
         )
+
+
+def opt(value: object) -> str:
+    """A value inside QEMU's ``key=value,…`` option syntax: commas are doubled."""
+    return str(value).replace(",", ",,")
 
 
 def kernel_command_line(role_params: str, node: Node) -> str:
@@ -91,18 +102,18 @@ def qemu_command(
         "-kernel", str(kernel),
         "-initrd", str(initrd),
         "-append", kernel_command_line(role_params, node),
-        "-serial", f"file:{files.console_log}",
-        "-fw_cfg", f"name={DEPLOYMENT_FWCFG},file={deployment_file}",
-        "-fw_cfg", f"name={HOSTKEY_FWCFG},file={files.host_key}",
+        "-serial", f"file:{opt(files.console_log)}",
+        "-fw_cfg", f"name={DEPLOYMENT_FWCFG},file={opt(deployment_file)}",
+        "-fw_cfg", f"name={HOSTKEY_FWCFG},file={opt(files.host_key)}",
         "-device", "virtio-serial-pci",
-        "-chardev", f"socket,id=backdoor,path={files.backdoor_socket},server=on,wait=off",
+        "-chardev", f"socket,id=backdoor,path={opt(files.backdoor_socket)},server=on,wait=off",
         "-device", f"virtserialport,chardev=backdoor,name={BACKDOOR_PORT_NAME}",
-        "-netdev", f"vde,id={EXPERIMENT_NETDEV},sock={switch_dir}",
+        "-netdev", f"vde,id={EXPERIMENT_NETDEV},sock={opt(switch_dir)}",
         "-device", f"virtio-net-pci,netdev={EXPERIMENT_NETDEV},mac={node.mac}",
         # restrict=on: the management NIC reaches nothing but the forwarded port.
         "-netdev", f"user,id=mgmt,restrict=on,hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
         "-device", "virtio-net-pci,netdev=mgmt",
-        "-qmp", f"unix:{files.qmp_socket},server=on,wait=off",
+        "-qmp", f"unix:{opt(files.qmp_socket)},server=on,wait=off",
         "-pidfile", str(files.pid_file),
     ]  # fmt: skip
 
@@ -119,41 +130,52 @@ def _boot_id() -> str:
         return "unknown"
 
 
-def kvm_boots(qemu: str, kernel: Path, timeout: float = 4.0) -> bool:
+def kvm_boots(
+    qemu: str, kernel: Path, work_dir: Path, ledger: Ledger, timeout: float = 4.0
+) -> bool:
     """Boot ``kernel`` under KVM for a moment and see whether it prints anything.
 
     /dev/kvm may exist and still hang forever (nested paravirtual hypervisors), so
-    its presence alone proves nothing: only a kernel that actually runs does.
+    its presence alone proves nothing: only a kernel that actually runs does. The
+    probe VM is a resource like any other: recorded in the ledger before anything
+    can interrupt us, in a directory of the run (``work_dir``).
     """
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         return False
-    with tempfile.TemporaryDirectory(prefix="nxc-kvm-probe-") as tmp:
-        log = Path(tmp) / "console.log"
-        process = subprocess.Popen(
-            [
-                qemu, "-nodefaults", "-display", "none", "-no-reboot", "-accel", "kvm",
-                "-m", "128", "-kernel", str(kernel),
-                "-append", "console=ttyS0 earlyprintk=ttyS0 panic=-1 rdinit=/nonexistent",
-                "-serial", f"file:{log}",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        try:
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                if log.exists() and b"Linux version" in log.read_bytes():
-                    return True
-                if process.poll() is not None:
-                    return False
-                time.sleep(0.05)
-            return False
-        finally:
-            process.kill()
-            process.wait()
+    log = work_dir / "kvm-probe.console.log"
+    process = subprocess.Popen(
+        [
+            qemu, "-nodefaults", "-display", "none", "-no-reboot", "-accel", "kvm",
+            "-m", "128", "-kernel", str(kernel),
+            "-append", "console=ttyS0 earlyprintk=ttyS0 panic=-1 rdinit=/nonexistent",
+            "-serial", f"file:{opt(log)}",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    ledger.record_process(process.pid, "KVM probe VM")
+
+    def printed(_remaining: float) -> Attempt[bool]:
+        if log.exists() and b"Linux version" in log.read_bytes():
+            return Attempt.ok(True)
+        if process.poll() is not None:
+            return Attempt.ok(False)
+        return Attempt.not_yet("no kernel output yet")
+
+    try:
+        return poll("the KVM probe VM to print", printed, timeout)
+    except PollExpired:
+        return False
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+        log.unlink(missing_ok=True)
 
 
-def choose_accel(requested: str, qemu: str, kernel: Path) -> str:
+def choose_accel(requested: str, qemu: str, kernel: Path, work_dir: Path, ledger: Ledger) -> str:
     """Resolve ``auto`` to kvm or tcg, probing once per host boot (cached)."""
     if requested in ("kvm", "tcg"):
         return requested
@@ -165,7 +187,7 @@ def choose_accel(requested: str, qemu: str, kernel: Path) -> str:
             return str(cached["accel"])
     except (OSError, json.JSONDecodeError):
         pass
-    accel = "kvm" if kvm_boots(qemu, kernel) else "tcg"
+    accel = "kvm" if kvm_boots(qemu, kernel, work_dir, ledger) else "tcg"
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
         cache.write_text(json.dumps({"boot_id": boot_id, "accel": accel}))

@@ -3,43 +3,53 @@
 Nodes share an experiment network on a VDE switch (user space, never touches the
 host's network) and each has a user-mode NIC whose only use is a forwarded ssh
 port on 127.0.0.1. The driver talks to a VM through its virtio-serial backdoor.
+
+Phases (see :mod:`nxc.runtime.contract`): ``acquire`` starts the switch, picks the
+accelerator and gives every node an ssh endpoint; ``launch`` starts every QEMU in
+parallel and waits for each agent's ready line on the serial console.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
-import threading
-import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from nxc.contracts import Deployment, Manifest
 from nxc.errors import NxcError, StartError, StateError
-from nxc.flavours.base import StartOptions
 from nxc.flavours.vm_ramdisk.qemu import (
     DEFAULT_CPUS,
     DEFAULT_MEMORY_MB,
     EXPERIMENT_NETDEV,
+    QEMU_EXECUTABLES,
     VmFiles,
     choose_accel,
     qemu_command,
 )
 from nxc.flavours.vm_ramdisk.qmp import qmp_command
-from nxc.project import Ledger, Project, process_start_time, read_json, runtime_base_dir, write_json
+from nxc.ledger import Ledger, Resource, process_start_time
+from nxc.parallel import each
+from nxc.project import OWNED_MARK, Project, runtime_base_dir
+from nxc.runtime.contract import Progress, RuntimeBase, RuntimeContext, RuntimeState
+from nxc.runtime.node import Capability
+from nxc.runtime.options import FlavourOptions, Option
 from nxc.runtime.transport import Transport
 from nxc.tools import require_tool
+from nxc.wait import Attempt, PollExpired, poll
 
 READY_MARK = b"nxc-ready node="
 ERROR_MARK = b"nxc-agent-error:"
-Progress = Callable[[str], None]
-_RUNTIME_FILE_LOCK = threading.Lock()
+# The kernel's own words for why it stopped: shown first when a VM dies at boot.
+_PANIC = re.compile(r"Kernel panic - not syncing:.*|Out of memory.*|Initramfs unpacking failed.*")
+VM_CAPABILITIES = frozenset(
+    {Capability.POWER, Capability.CRASH, Capability.BLOCK, Capability.CONSOLE, Capability.PAUSE}
+)
 
 
 def free_tcp_port() -> int:
@@ -59,6 +69,22 @@ def tail(path: Path, lines: int = 20) -> str:
     return "\n".join(text.splitlines()[-lines:]) or "(no output)"
 
 
+def boot_failure(console: Path, qemu_log: Path) -> str:
+    """Why a VM stopped during boot: the kernel's panic line if any, then the tails."""
+    try:
+        text = console.read_bytes()[-262144:].decode(errors="replace").replace("\r", "")
+    except OSError:
+        text = ""
+    causes = _PANIC.findall(text)
+    parts = []
+    if causes:
+        parts.append(f"the kernel said: {causes[0].strip()}")
+    qemu_said = tail(qemu_log, 3)
+    if qemu_said != "(no output)":
+        parts.append(f"QEMU said: {qemu_said}")
+    return "; ".join(parts) or "QEMU exited"
+
+
 @dataclass
 class VmNode:
     """NodeControl for one VM, rebuilt from runtime.json in any nxc process."""
@@ -67,10 +93,12 @@ class VmNode:
     argv: list[str]
     files: VmFiles
     ledger: Ledger
-    runtime_file: Path
+    state: RuntimeState
     pid: int | None = None
     start_time: int | None = None
-    boot_id: str | None = None
+    last_boot_id: str | None = None
+    flavour: str = "vm-ramdisk"
+    capabilities: frozenset[Capability] = VM_CAPABILITIES
     _transport: Transport | None = field(default=None, repr=False)
     _process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     _console_offset: int = 0
@@ -83,15 +111,21 @@ class VmNode:
             return False
         return process_start_time(self.pid) == self.start_time
 
+    def boot_id(self) -> str | None:
+        return self.last_boot_id
+
     def launch(self) -> None:
         """Start QEMU (not waiting for the guest) and record the process at once."""
         if self.is_running():
             return
+        if not self.state.exists():
+            # nxc stop ran meanwhile: starting a VM now would leak it.
+            raise StateError(f"{self.name}: the deployment was stopped (run 'nxc start' again)")
         with contextlib.suppress(FileNotFoundError):
             # Keep the previous boot's console for post-mortems, start a fresh one.
             self.files.console_log.replace(self.files.console_log.with_suffix(".log.prev"))
         self._console_offset = 0
-        self.boot_id = None
+        self.last_boot_id = None
         for stale in (self.files.backdoor_socket, self.files.qmp_socket, self.files.pid_file):
             stale.unlink(missing_ok=True)
         with open(self.files.qemu_log, "ab") as qemu_log:
@@ -105,23 +139,19 @@ class VmNode:
                 start_new_session=True,
             )
         self.pid = self._process.pid
-        resource = self.ledger.record_process(self.pid, f"qemu for {self.name}")
+        resource = self.ledger.record_process(self.pid, f"qemu for {self.name}", node=self.name)
         self.start_time = resource.start_time
         self._save()
 
     def _save(self) -> None:
-        with _RUNTIME_FILE_LOCK:  # nodes launch in parallel threads
-            if not self.runtime_file.exists():
-                return
-            state = read_json(self.runtime_file)
+        def change(state: dict[str, Any]) -> None:
             entry = state["nodes"][self.name]
-            entry["pid"] = self.pid
-            entry["start_time"] = self.start_time
-            entry["boot_id"] = self.boot_id
-            write_json(self.runtime_file, state)
+            entry.update(pid=self.pid, start_time=self.start_time, boot_id=self.last_boot_id)
 
-    def poll_ready(self) -> bool | str:
-        """True once the agent announced readiness; a message if the boot failed."""
+        self.state.update(change)
+
+    def poll_ready(self) -> Attempt[str]:
+        """Done once the agent announced readiness; raise StartError if the boot failed."""
         try:
             with open(self.files.console_log, "rb") as console:
                 console.seek(self._console_offset)
@@ -133,16 +163,20 @@ class VmNode:
         self._console_offset += len(complete)
         for line in complete.splitlines():
             if ERROR_MARK in line:
-                return line[line.index(ERROR_MARK) :].decode(errors="replace").strip()
+                message = line[line.index(ERROR_MARK) :].decode(errors="replace").strip()
+                raise StartError(f"{self.name}: {message}")
             if READY_MARK in line:
                 fields = dict(part.split(b"=", 1) for part in line.split() if b"=" in part)
                 if fields.get(b"node", b"").decode() == self.name:
-                    self.boot_id = fields.get(b"boot_id", b"").decode() or None
+                    self.last_boot_id = fields.get(b"boot_id", b"").decode() or None
                     self._save()
-                    return True
+                    return Attempt.ok(self.last_boot_id or "")
         if not self.is_running():
-            return f"QEMU exited: {tail(self.files.qemu_log, 3)}"
-        return False
+            raise StartError(
+                f"{self.name}: the VM stopped during boot: "
+                f"{boot_failure(self.files.console_log, self.files.qemu_log)}"
+            )
+        return Attempt.not_yet(self.console_tail(3))
 
     def wait_ready(self, timeout: float) -> None:
         wait_all_ready([self], timeout)
@@ -172,15 +206,15 @@ class VmNode:
         self.wait_ready(timeout)
 
     def _wait_exit(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def exited(_remaining: float) -> Attempt[bool]:
             if self._process is not None:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    self._process.wait(timeout=0.05)
-            if not self.is_running():
-                return True
-            time.sleep(0.05)
-        return not self.is_running()
+                self._process.poll()
+            return Attempt.ok(True) if not self.is_running() else Attempt.not_yet("running")
+
+        try:
+            return poll(f"{self.name} to stop", exited, timeout)
+        except PollExpired:
+            return False
 
     def shutdown(self, timeout: float = 60.0) -> None:
         if not self.is_running():
@@ -204,32 +238,39 @@ class VmNode:
             os.kill(self.pid, signal.SIGKILL)
         self._wait_exit(10)
 
-    def _set_link(self, up: bool) -> None:
+    def _qmp(self, command: str, arguments: dict[str, Any] | None = None) -> None:
         if not self.is_running():
             raise NxcError(f"{self.name}: the VM is not running")
-        qmp_command(self.files.qmp_socket, "set_link", {"name": EXPERIMENT_NETDEV, "up": up})
+        qmp_command(self.files.qmp_socket, command, arguments)
 
     def block(self) -> None:
-        self._set_link(False)
+        self._qmp("set_link", {"name": EXPERIMENT_NETDEV, "up": False})
 
     def unblock(self) -> None:
-        self._set_link(True)
+        self._qmp("set_link", {"name": EXPERIMENT_NETDEV, "up": True})
+
+    def pause(self) -> None:
+        self._qmp("stop")
+
+    def resume(self) -> None:
+        self._qmp("cont")
 
     def console_tail(self, lines: int = 20) -> str:
         return tail(self.files.console_log, lines)
 
 
-def start_vde_switch(vde_switch: str, switch_dir: Path, run_dir: Path, ledger: Ledger) -> int:
+def start_vde_switch(vde_switch: str, switch_dir: Path, log_dir: Path, ledger: Ledger) -> Resource:
     """Start a VDE switch in the foreground (so its pid is known and recorded at once).
 
     In the foreground vde_switch exits at EOF on stdin; its stdin is a FIFO it holds
     open for reading and writing itself, which never reaches EOF.
     """
-    console = run_dir / "switch.console"
+    console = switch_dir.with_name("switch.console")
     os.mkfifo(console, 0o600)
     holder = os.open(console, os.O_RDWR)
+    log = log_dir / "switch.log"
     try:
-        with open(run_dir / "switch.log", "ab") as log_file:
+        with open(log, "ab") as log_file:
             process = subprocess.Popen(
                 [vde_switch, "-s", str(switch_dir)],
                 stdin=holder,
@@ -239,35 +280,46 @@ def start_vde_switch(vde_switch: str, switch_dir: Path, run_dir: Path, ledger: L
             )
     finally:
         os.close(holder)
-    ledger.record_process(process.pid, "vde_switch")
-    deadline = time.monotonic() + 10
-    while not (switch_dir / "ctl").exists():
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise StartError(f"vde_switch did not start: {tail(run_dir / 'switch.log', 3)}")
-        time.sleep(0.01)
-    return process.pid
+    resource = ledger.record_process(process.pid, "vde_switch")
+
+    def listening(_remaining: float) -> Attempt[bool]:
+        if (switch_dir / "ctl").exists():
+            return Attempt.ok(True)
+        if process.poll() is not None:
+            raise StartError(f"vde_switch exited at once: {tail(log, 3)}")
+        return Attempt.not_yet(tail(log, 3))
+
+    try:
+        poll("the VDE switch to listen", listening, 10)
+    except PollExpired as exc:
+        raise StartError(f"vde_switch did not start: {exc}") from None
+    return resource
 
 
 def wait_all_ready(nodes: list[VmNode], timeout: float, progress: Progress | None = None) -> None:
     """Wait until every node's agent reports ready, or fail naming each late node."""
     pending = {n.name: n for n in nodes}
     failed: dict[str, str] = {}
-    deadline = time.monotonic() + timeout
     total = len(nodes)
-    while pending and time.monotonic() < deadline:
+
+    def check(_remaining: float) -> Attempt[bool]:
         for name, node in list(pending.items()):
-            state = node.poll_ready()
-            if state is True:
+            try:
+                state = node.poll_ready()
+            except StartError as exc:
+                failed[name] = str(exc).removeprefix(f"{name}: ")
+                del pending[name]
+                continue
+            if state.done:
                 del pending[name]
                 if progress:
                     progress(f"{total - len(pending) - len(failed)}/{total} nodes ready")
-            elif isinstance(state, str):
-                failed[name] = state
-                del pending[name]
-        if failed:
-            break
-        if pending:
-            time.sleep(0.02)
+        if failed or not pending:
+            return Attempt.ok(True)
+        return Attempt.not_yet(", ".join(pending))
+
+    with contextlib.suppress(PollExpired):
+        poll("every node's ready line", check, timeout)
     if not pending and not failed:
         return
     parts = []
@@ -280,77 +332,98 @@ def wait_all_ready(nodes: list[VmNode], timeout: float, progress: Progress | Non
             f"--- console of {name} ---\n{node.console_tail(15)}"
         )
     late = ", ".join([*failed, *pending])
-    raise StartError(f"nodes not ready: {late}\n" + "\n".join(parts))
+    where = nodes[0].files.console_log.parent
+    raise StartError(f"nodes not ready: {late} (console logs in {where})\n" + "\n".join(parts))
 
 
-class VmRamdiskRuntime:
-    flavour = "vm-ramdisk"
+class VmRamdiskRuntime(RuntimeBase):
+    name: ClassVar[str] = "vm-ramdisk"
+    summary: ClassVar[str] = "local QEMU VMs booted from each role's kernel + initrd"
+    options: ClassVar[tuple[Option, ...]] = (
+        Option(
+            "accel",
+            "VM accelerator (auto probes KVM with a short boot, else TCG).",
+            type="choice",
+            choices=("auto", "kvm", "tcg"),
+            default="auto",
+        ),
+        Option(
+            "memory",
+            "VM memory in MiB, for every role or one (default: the role's resources).",
+            type="int",
+            per_role=True,
+            minimum=1,
+            metavar="[ROLE=]MiB",
+        ),
+        Option(
+            "cpus",
+            "VM CPU count, for every role or one (default: the role's resources).",
+            type="int",
+            per_role=True,
+            minimum=1,
+        ),
+    )
 
-    def check_host(self) -> None:
+    def check_host(self, manifest: Manifest, options: FlavourOptions) -> None:
         require_tool("qemu-system-x86_64")
         require_tool("vde_switch")
+        manifest.require_boot_artifacts()
 
-    def prepare(self, deployment: Deployment, options: StartOptions) -> Deployment:
+    def acquire(self, ctx: RuntimeContext, deployment: Deployment) -> Deployment:
+        qemu = require_tool("qemu-system-x86_64")
+        vde_switch = require_tool("vde_switch")
+        first_role = next(r for r in ctx.manifest.roles.values() if deployment.roles.get(r.name))
+        assert first_role.kernel is not None
+        ctx.say("choosing accelerator")
+        accel = choose_accel(
+            ctx.options.get("accel", default="auto"),
+            qemu,
+            first_role.kernel,
+            ctx.runtime_dir,
+            ctx.ledger,
+        )
+        ctx.facts["accelerator"] = accel
+        switch_dir = ctx.runtime_dir / "switch"
+        ctx.say("starting the experiment network (VDE switch)")
+        switch = start_vde_switch(vde_switch, switch_dir, ctx.run_dir, ctx.ledger)
+        ctx.state.save(
+            {
+                "accel": accel,
+                "runtime_dir": str(ctx.runtime_dir),
+                "switch": {
+                    "dir": str(switch_dir),
+                    "pid": int(switch.ident),
+                    "start_time": switch.start_time,
+                },
+                "nodes": {},
+            }
+        )
         nodes = [
             replace(n, ssh_host="127.0.0.1", ssh_port=free_tcp_port()) for n in deployment.nodes
         ]
         return replace(deployment, nodes=nodes)
 
-    def start(
-        self,
-        project: Project,
-        manifest: Manifest,
-        deployment: Deployment,
-        host_keys: dict[str, Path],
-        options: StartOptions,
-        progress: Progress | None = None,
-    ) -> None:
-        self.check_host()
-        manifest.require_boot_artifacts()
+    def launch(self, ctx: RuntimeContext, deployment: Deployment) -> None:
         qemu = require_tool("qemu-system-x86_64")
-        vde_switch = require_tool("vde_switch")
-        ledger = project.ledger
-        say = progress or (lambda _msg: None)
-
-        run_dir = runtime_base_dir() / f"nxc-{deployment.id}"
-        run_dir.mkdir(mode=0o700, parents=True, exist_ok=False)
-        ledger.record_path(run_dir, "runtime directory")
-
-        deployment_file = run_dir / "deployment.json"
+        state = ctx.state.load()
+        deployment_file = ctx.runtime_dir / "deployment.json"
         deployment_file.write_text(deployment.to_json())
-
-        first_role = next(r for r in manifest.roles.values() if deployment.roles.get(r.name))
-        assert first_role.kernel is not None
-        say("choosing accelerator")
-        accel = choose_accel(options.accel, qemu, first_role.kernel)
-
-        switch_dir = run_dir / "switch"
-        say("starting the experiment network (VDE switch)")
-        switch_pid = start_vde_switch(vde_switch, switch_dir, run_dir, ledger)
-
-        state: dict[str, Any] = {
-            "flavour": self.flavour,
-            "deployment": deployment.id,
-            "run_dir": str(run_dir),
-            "accel": accel,
-            "switch": {"dir": str(switch_dir), "pid": switch_pid},
-            "nodes": {},
-        }
+        node_dir = ctx.run_dir / "nodes"
+        node_dir.mkdir(parents=True, exist_ok=True)
         vms: list[VmNode] = []
         for node in deployment.nodes:
-            role = manifest.roles[node.role]
+            role = ctx.manifest.roles[node.role]
             assert role.kernel is not None and role.initrd is not None
-            files = VmFiles.for_node(run_dir, node.name)
-            files.host_key.write_bytes(host_keys[node.name].read_bytes())
+            files = VmFiles.for_node(ctx.runtime_dir, node_dir, node.name)
+            files.host_key.write_bytes(ctx.host_keys[node.name].read_bytes())
             files.host_key.chmod(0o600)
-            memory = options.memory_mb.get(
-                node.role, options.memory_mb.get("", role.memory_mb or DEFAULT_MEMORY_MB)
-            )
-            cpus = options.cpus.get(node.role, options.cpus.get("", role.cpus or DEFAULT_CPUS))
+            memory = ctx.options.get("memory", node.role, role.memory_mb or DEFAULT_MEMORY_MB)
+            cpus = ctx.options.get("cpus", node.role, role.cpus or DEFAULT_CPUS)
             assert node.ssh_port is not None
             argv = qemu_command(
                 qemu, node, role.kernel, role.initrd, role.kernel_params, files,
-                deployment_file, switch_dir, node.ssh_port, accel, memory, cpus,
+                deployment_file, Path(state["switch"]["dir"]), node.ssh_port,
+                state["accel"], memory, cpus,
             )  # fmt: skip
             state["nodes"][node.name] = {
                 "argv": argv,
@@ -359,30 +432,114 @@ class VmRamdiskRuntime:
                 "memory_mb": memory,
                 "cpus": cpus,
             }
-            vms.append(VmNode(node.name, argv, files, ledger, project.runtime_file))
-        write_json(project.runtime_file, state)
+            vms.append(VmNode(node.name, argv, files, ctx.ledger, ctx.state))
+        ctx.state.save(state)
+        ctx.say(f"booting {len(vms)} VMs ({state['accel']})")
+        each(VmNode.launch, vms, "starting QEMU", label=lambda vm: vm.name, workers=16)
+        wait_all_ready(vms, ctx.ready_timeout, ctx.progress)
 
-        say(f"booting {len(vms)} VMs ({accel})")
-        with ThreadPoolExecutor(max_workers=min(16, len(vms))) as pool:
-            list(pool.map(VmNode.launch, vms))
-        wait_all_ready(vms, options.ready_timeout, say)
-
-    def nodes(self, project: Project) -> dict[str, VmNode]:
-        if not project.runtime_file.exists():
+    def nodes(self, project: Project, deployment: Deployment) -> dict[str, VmNode]:
+        runtime = self.state(project)
+        if not runtime.exists():
             raise StateError("no running deployment (run 'nxc start' first)")
-        state = read_json(project.runtime_file)
+        state = runtime.load()
         ledger = project.ledger
         nodes = {}
-        for name, entry in state["nodes"].items():
-            files = VmFiles(**{k: Path(v) for k, v in entry["files"].items()})
-            nodes[name] = VmNode(
-                name=name,
-                argv=entry["argv"],
-                files=files,
-                ledger=ledger,
-                runtime_file=project.runtime_file,
-                pid=entry.get("pid"),
-                start_time=entry.get("start_time"),
-                boot_id=entry.get("boot_id"),
-            )
+        try:
+            for name, entry in state["nodes"].items():
+                files = VmFiles(**{k: Path(v) for k, v in entry["files"].items()})
+                nodes[name] = VmNode(
+                    name=name,
+                    argv=list(entry["argv"]),
+                    files=files,
+                    ledger=ledger,
+                    state=runtime,
+                    pid=entry.get("pid"),
+                    start_time=entry.get("start_time"),
+                    last_boot_id=entry.get("boot_id"),
+                )
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise StateError(f"{runtime.path}: corrupt state file ({exc!r})") from None
         return nodes
+
+    def recover(self, project: Project) -> list[Resource]:
+        """Find this project's VMs and switches without the ledger.
+
+        From runtime.json if it is readable; and in any case from the runtime
+        directories nxc marked as this project's: their QEMU and vde_switch
+        processes (recognised by executable and by naming that directory) and the
+        directories themselves.
+        """
+        found: list[Resource] = []
+        with contextlib.suppress(StateError, KeyError, TypeError, AttributeError):
+            state = self.state(project).load()
+            switch = state["switch"]
+            found.append(
+                Resource("process", str(switch["pid"]), "vde_switch", switch.get("start_time"))
+            )
+            for name, entry in state["nodes"].items():
+                if entry.get("pid"):
+                    found.append(
+                        Resource(
+                            "process",
+                            str(entry["pid"]),
+                            f"qemu for {name}",
+                            entry.get("start_time"),
+                        )
+                    )
+        for directory in _marked_runtime_dirs(project):
+            for pid, start in _processes_naming(directory, {*QEMU_EXECUTABLES, "vde_switch"}):
+                found.append(Resource("process", str(pid), f"process using {directory}", start))
+            found.append(Resource("path", str(directory), "runtime directory"))
+        return found
+
+    def health(self, project: Project, deployment: Deployment) -> list[str]:
+        try:
+            switch = self.state(project).load()["switch"]
+        except (StateError, KeyError, TypeError):
+            return ["the VM runtime state is unreadable (nxc stop, then start again)"]
+        if process_start_time(int(switch["pid"])) != switch.get("start_time"):
+            return [
+                f"the experiment network switch (vde_switch, pid {switch['pid']}) is not running: "
+                "nodes cannot reach each other (nxc stop, then start again)"
+            ]
+        return []
+
+    def status(self, project: Project, deployment: Deployment) -> dict[str, str]:
+        with contextlib.suppress(StateError, KeyError, TypeError):
+            return {"accelerator": str(self.state(project).load()["accel"])}
+        return {}
+
+
+def _marked_runtime_dirs(project: Project) -> list[Path]:
+    found = []
+    for base in {runtime_base_dir(), Path("/tmp")}:
+        with contextlib.suppress(OSError):
+            for directory in base.glob("nxc-*"):
+                mark = directory / OWNED_MARK
+                with contextlib.suppress(OSError):
+                    if mark.stat().st_uid == os.getuid() and project.owns(directory):
+                        found.append(directory)
+    return found
+
+
+def _processes_naming(directory: Path, executables: set[str]) -> list[tuple[int, int | None]]:
+    """Processes of ours whose executable is one of ``executables`` and whose argv names
+    ``directory`` (only nxc starts such processes: the directory is nxc's own)."""
+    found = []
+    needle = str(directory).encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if entry.stat().st_uid != os.getuid():
+                continue
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if not argv or Path(argv[0].decode(errors="replace")).name not in executables:
+            continue
+        if any(needle in arg for arg in argv[1:]):
+            pid = int(entry.name)
+            found.append((pid, process_start_time(pid)))
+    return found

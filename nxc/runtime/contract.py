@@ -1,0 +1,183 @@
+"""The runtime contract: the phases every flavour implements, and what they receive.
+
+``nxc start`` drives a runtime through
+
+    check_host → acquire → launch → (nodes) … → release (``nxc stop``)
+
+* ``check_host(manifest, options)``: raise a one-line error if this machine (or the
+  user's account, credentials…) lacks what the flavour needs. Nothing is created.
+* ``acquire(ctx, deployment)``: create or reserve what nodes will run on (a switch,
+  a Docker network, an OAR job…), recording each resource in ``ctx.ledger`` as it is
+  created, and return the deployment rewritten with what only the platform knows
+  (ssh endpoints, host names, real NIC MACs, addresses).
+* ``launch(ctx, deployment)``: start every node in parallel and return once each
+  agent printed its ready line (``nxc-ready node=… boot_id=…``), wherever the runtime
+  reads it (console file, container log, ssh); fail naming each late node with
+  what was last seen.
+* ``nodes(project, deployment)``: one :class:`~nxc.runtime.node.NodeControl` per node,
+  rebuilt from the runtime's saved state in any nxc process.
+* ``release(project)``: what must happen before the ledger is undone (reboot
+  nodes to their standard environment…); the ledger then releases every recorded
+  resource through the kinds from ``resource_kinds()``. Must be idempotent and work
+  after nxc itself was killed at any moment.
+
+Everything after ``launch`` (driver, connect, netem, monitoring, records) is
+flavour-blind. :class:`RuntimeBase` gives the optional parts a default.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+from nxc.contracts import Deployment, Manifest
+from nxc.errors import StateError
+from nxc.fsutil import read_state, write_state
+from nxc.ledger import Kind, Ledger, Resource
+from nxc.project import Project
+from nxc.runtime.node import NodeControl
+from nxc.runtime.options import FlavourOptions, Option
+
+__all__ = [
+    "Progress",
+    "Runtime",
+    "RuntimeBase",
+    "RuntimeContext",
+    "RuntimeState",
+]
+
+Progress = Callable[[str], None]
+RUNTIME_STATE_VERSION = 1
+
+
+class RuntimeState:
+    """The runtime's own state file (``current/runtime.json``), safe across threads.
+
+    ``{"nxc_runtime": 1, "flavour": NAME, "state": {...}}``: the ``state`` mapping
+    belongs to the flavour; it holds what ``nodes()`` needs to rebuild node handles
+    and what ``recover()`` needs to find resources again.
+    """
+
+    _lock = threading.Lock()
+
+    def __init__(self, path: Path, flavour: str) -> None:
+        self.path = path
+        self.flavour = flavour
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def load(self) -> dict[str, Any]:
+        document = read_state(self.path, "runtime", RUNTIME_STATE_VERSION, ("flavour", "state"))
+        if document["flavour"] != self.flavour:
+            raise StateError(
+                f"{self.path}: state of flavour {document['flavour']!r}, not {self.flavour!r}"
+            )
+        state = document["state"]
+        if not isinstance(state, dict):
+            raise StateError(f"{self.path}: corrupt state file (state is not an object)")
+        return state
+
+    def save(self, state: dict[str, Any]) -> None:
+        with self._lock:
+            write_state(
+                self.path,
+                "runtime",
+                RUNTIME_STATE_VERSION,
+                {"flavour": self.flavour, "state": state},
+            )
+
+    def update(self, change: Callable[[dict[str, Any]], None]) -> None:
+        """Load, change and save under one lock (nodes update it from several threads)."""
+        with self._lock:
+            state = self.load()
+            change(state)
+            write_state(
+                self.path,
+                "runtime",
+                RUNTIME_STATE_VERSION,
+                {"flavour": self.flavour, "state": state},
+            )
+
+
+@dataclass
+class RuntimeContext:
+    """What ``acquire`` and ``launch`` receive for one start."""
+
+    project: Project
+    manifest: Manifest
+    options: FlavourOptions
+    ledger: Ledger
+    runtime_dir: Path  # private, marked as this project's: sockets, logs, inputs
+    run_dir: Path  # the run record's directory (kept after stop)
+    host_keys: Mapping[str, Path]  # node name -> its private ssh host key
+    client_key: Path  # the deployment's private client key (ssh into nodes)
+    state: RuntimeState
+    ready_timeout: float = 180.0
+    progress: Progress = field(default=lambda _msg: None)
+    # Free-form facts a runtime wants in the run record (accelerator, job ids…).
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    def say(self, message: str) -> None:
+        self.progress(message)
+
+
+class Runtime(Protocol):
+    """One flavour's runtime (see the module documentation for the phases)."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    options: ClassVar[tuple[Option, ...]]
+
+    def check_host(self, manifest: Manifest, options: FlavourOptions) -> None: ...
+
+    def acquire(self, ctx: RuntimeContext, deployment: Deployment) -> Deployment: ...
+
+    def launch(self, ctx: RuntimeContext, deployment: Deployment) -> None: ...
+
+    def nodes(self, project: Project, deployment: Deployment) -> Mapping[str, NodeControl]: ...
+
+    def release(self, project: Project, progress: Progress) -> list[str]: ...
+
+    def resource_kinds(self) -> Mapping[str, Kind]: ...
+
+    def recover(self, project: Project) -> list[Resource]:
+        """Resources this flavour can find from its own state (the ledger may be damaged)."""
+        ...
+
+    def health(self, project: Project, deployment: Deployment) -> list[str]:
+        """Problems visible now that affect every node (a dead switch…), one line each."""
+        ...
+
+    def status(self, project: Project, deployment: Deployment) -> dict[str, str]:
+        """Flavour facts for ``nxc status`` (accelerator, job id, remaining walltime…)."""
+        ...
+
+
+class RuntimeBase:
+    """Defaults for the optional parts of :class:`Runtime`."""
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    options: ClassVar[tuple[Option, ...]] = ()
+
+    def state(self, project: Project) -> RuntimeState:
+        return RuntimeState(project.runtime_file, self.name)
+
+    def release(self, project: Project, progress: Progress) -> list[str]:
+        return []
+
+    def resource_kinds(self) -> Mapping[str, Kind]:
+        return {}
+
+    def recover(self, project: Project) -> list[Resource]:
+        return []
+
+    def health(self, project: Project, deployment: Deployment) -> list[str]:
+        return []
+
+    def status(self, project: Project, deployment: Deployment) -> dict[str, str]:
+        return {}
