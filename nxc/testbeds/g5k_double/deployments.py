@@ -146,7 +146,8 @@ class DeploymentTable:
             and (not query.get("user") or d.user == query["user"])
             and (not query.get("status") or d.status == query["status"])
         ]
-        return sorted(found, key=lambda d: d.created_at, reverse=True)
+        # newest first; among equal times, the later submission first
+        return list(reversed(sorted(found, key=lambda d: d.created_at)))
 
     def _environment(self, site: Site, ref: str) -> Mapping[str, Any]:
         scheme = ref.split("://", 1)[0] if "://" in ref else ""

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hmac
 import ipaddress
 import json
 import logging
 import re
+import socket
 import threading
 import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -58,13 +60,32 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], backend: Backend, token: str) -> None:
         self.backend = backend
         self.token = token
+        self._open: set[socket.socket] = set()
+        self._open_lock = threading.Lock()
         super().__init__(address, _Handler)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        with self._open_lock:
+            self._open.add(request)
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._open_lock:
+                self._open.discard(request)
+
+    def close_connections(self) -> None:
+        """End keep-alive connections too: a stopped double answers nothing."""
+        with self._open_lock:
+            for connection in self._open:
+                with contextlib.suppress(OSError):
+                    connection.shutdown(socket.SHUT_RDWR)
 
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "g5k-double"
     timeout = 60  # idle keep-alive connections are closed after this
+    disable_nagle_algorithm = True  # headers and body go out in two writes
     server: _Server
 
     def do_GET(self) -> None:
@@ -196,7 +217,7 @@ class HttpService:
         return str(host), int(port)
 
     def serve_forever(self) -> None:
-        self._server.serve_forever(poll_interval=0.2)
+        self._server.serve_forever(poll_interval=0.05)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self.serve_forever, name="g5k-double", daemon=True)
@@ -207,4 +228,5 @@ class HttpService:
             self._server.shutdown()
             self._thread.join(timeout=10)
             self._thread = None
+        self._server.close_connections()
         self._server.server_close()
