@@ -108,9 +108,7 @@ def from_file(path: Path) -> G5kConfig:
     if doc.get("sslcert"):
         user = doc.get("ssluser") or doc.get("username")
         if not isinstance(user, str) or not user:
-            raise CredentialsError(
-                f"{path}: certificate login needs ssluser (your Grid'5000 login)"
-            )
+            raise CredentialsError(f"{path}: sslcert needs ssluser (the Grid'5000 login)")
         key = doc.get("sslkey")
         return G5kConfig(
             username=user, sslcert=str(doc["sslcert"]), sslkey=str(key) if key else None, **common
