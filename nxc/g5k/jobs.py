@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,6 +62,17 @@ class JobState:
             nodes=nodes,
             message=str(attrs.get("message") or ""),
         )
+
+    def summary(self, now: float) -> str:
+        """``rennes:1234 running, 1:52:10 left`` (or the scheduled start while waiting)."""
+        left = self.remaining(now)
+        if self.state == RUNNING and left is not None:
+            hours, minutes, seconds = left // 3600, left % 3600 // 60, left % 60
+            return f"{self.ref} {self.state}, {hours}:{minutes:02d}:{seconds:02d} left"
+        if self.scheduled_at:
+            start = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.scheduled_at))
+            return f"{self.ref} {self.state}, scheduled start {start}"
+        return f"{self.ref} {self.state}"
 
     def remaining(self, now: float) -> int | None:
         """Seconds of walltime left (None before the start)."""

@@ -166,7 +166,7 @@ class Reserver:
             if left <= 0:
                 raise ReservationTimeout(
                     f"jobs not running after {timeout:g} s: "
-                    + ", ".join(_describe(st) for st in states if st.state != RUNNING),
+                    + ", ".join(st.summary(self.now()) for st in states if st.state != RUNNING),
                     refs,
                 )
             self.sleep(min(poll, left))
@@ -228,15 +228,6 @@ def _is_walltime_change(text: str) -> bool:
     body = text[1:] if text[0] in "+-" else text
     parts = body.split(":")
     return 1 <= len(parts) <= 3 and all(p.isdigit() for p in parts)
-
-
-def _describe(st: JobState) -> str:
-    when = ""
-    if st.scheduled_at:
-        when = ", scheduled start " + time.strftime(
-            "%Y-%m-%d %H:%M:%S", time.localtime(st.scheduled_at)
-        )
-    return f"{st.ref} {st.state}{when}"
 
 
 def map_roles(jobs: Sequence[SiteJob], states: Sequence[JobState]) -> dict[str, tuple[str, ...]]:

@@ -149,3 +149,5 @@ def test_job_refs_and_states() -> None:
     )  # fmt: skip
     assert running.nodes == ("n-1.rennes.grid5000.fr",)
     assert running.remaining(1600) == 3000 and running.remaining(99999) == 0
+    assert running.summary(1600) == "rennes:1 running, 0:50:00 left"
+    assert waiting.summary(0) == "rennes:1 waiting"

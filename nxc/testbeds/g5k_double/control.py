@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from nxc.testbeds.g5k_double.api import Request, Response, Router, json_response
 from nxc.testbeds.g5k_double.backend import FAULT_TEXTS, Backend, Fault
 from nxc.testbeds.g5k_double.errors import ApiError, bad_request
+from nxc.testbeds.g5k_double.routing import Request, Response, Router, json_response
 
 TOKEN_HEADER = "X-G5k-Double-Token"
 CONTROL = Router()

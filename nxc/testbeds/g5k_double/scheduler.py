@@ -32,8 +32,9 @@ from nxc.testbeds.g5k_double.resources import (
     ResourceError,
     allocate,
     format_duration,
-    parse_walltime,
 )
+from nxc.testbeds.g5k_double.status import status_document
+from nxc.testbeds.g5k_double.walltime import requested_walltime, walltime_document
 
 FIRST_JOB_ID = 1900001
 ACTIVE_LIST_STATES = ("waiting", "launching", "running")
@@ -193,24 +194,7 @@ class JobTable:
         job = self.get(site, uid)
         if job.user != user:
             raise forbidden()
-        value = payload.get("walltime")
-        invalid = "The job walltime change you are trying to submit is not valid: "
-        if value in (None, ""):
-            raise bad_request(invalid + "you must give a new walltime")
-        if not isinstance(value, str):
-            raise bad_request(invalid + "new walltime must be a String")
-        if job.state != "running":
-            raise forbidden(
-                f"Walltime change for job {job.uid} is not possible: job is not running"
-            )
-        sign = value[0] if value[0] in "+-" else ""
-        try:
-            amount = parse_walltime(value[1:] if sign else value)
-        except ResourceError as exc:
-            raise bad_request(invalid + str(exc)) from None
-        new = {"+": job.walltime + amount, "-": job.walltime - amount, "": amount}[sign]
-        if new <= now - job.started_at:
-            raise bad_request(invalid + "the new walltime would already be over")
+        new = requested_walltime(job, payload, now)
         job.granted += new - job.walltime
         job.walltime = new
         self._event(job, now, "WALLTIME_CHANGE", f"walltime changed to {format_duration(new)}")
@@ -220,26 +204,7 @@ class JobTable:
         )
 
     def walltime_status(self, site: str, uid: str) -> dict[str, Any]:
-        job = self.get(site, uid)
-        granted = (
-            f"+{format_duration(job.granted)}"
-            if job.granted >= 0
-            else "-" + format_duration(-job.granted)
-        )
-        return {
-            "uid": job.uid,
-            "walltime": format_duration(job.walltime),
-            "possible": "UNLIMITED",
-            "timeout": "0:00:00",
-            "force": "NO",
-            "delay_next_jobs": "NO",
-            "whole": "NO",
-            "granted": granted,
-            "pending": "+0:00:00",
-            "granted_with_force": "+0:00:00",
-            "granted_with_whole": "+0:00:00",
-            "granted_with_delay_next_jobs": "+0:00:00",
-        }
+        return walltime_document(self.get(site, uid))
 
     def force(self, site: str, uid: str, state: str, now: float) -> Job:
         """Put a job in ``state`` now (control path), allocating or freeing resources."""
@@ -360,45 +325,13 @@ class JobTable:
         return job.end_time() + self.timings.finish_s
 
     def site_status(self, site: Site, now: float) -> dict[str, Any]:
-        holders: dict[str, Job] = {}
-        for held in self.jobs.values():
-            if held.site == site.uid and held.holds_resources():
-                for node in held.allocation.nodes:
-                    holders[node.fqdn] = held
-        nodes = {}
-        for node in site.nodes():
-            job = holders.get(node.fqdn)
-            nodes[node.fqdn] = {
-                "hard": "alive" if self.alive(node) else "dead",
-                "soft": "busy" if job else "free",
-                "free_slots": 0 if job else node.cores,
-                "busy_slots": node.cores if job else 0,
-                "freeable_slots": 0,
-                "comment": "",
-                "reservations": [] if job is None else [self._reservation_json(job)],
-            }
-        busy_vlans = set(self._held(site.uid).vlans)
-        vlans = {
-            v.uid: {
-                "type": v.type,
-                "hard": "alive",
-                "soft": "busy" if v.uid in busy_vlans else "free",
-            }
-            for v in site.vlans
+        holders = {
+            node.fqdn: job
+            for job in self.jobs.values()
+            if job.site == site.uid and job.holds_resources()
+            for node in job.allocation.nodes
         }
-        return {"uid": int(now), "nodes": nodes, "vlans": vlans, "disks": {}}
-
-    @staticmethod
-    def _reservation_json(job: Job) -> dict[str, Any]:
-        return {
-            "uid": job.uid,
-            "user": job.user,
-            "queue": job.queue,
-            "state": job.state,
-            "walltime": job.walltime,
-            "types": list(job.types),
-            "started_at": int(job.started_at),
-        }
+        return status_document(site, holders, set(self._held(site.uid).vlans), self.alive, now)
 
     def deployable_nodes(self, site: str, user: str) -> set[str]:
         """Nodes of ``user``'s running jobs of type ``deploy`` on ``site``."""

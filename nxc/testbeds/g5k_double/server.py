@@ -23,10 +23,11 @@ from typing import Any
 from urllib.parse import parse_qs, unquote
 
 from nxc.errors import NxcError
-from nxc.testbeds.g5k_double.api import API, Request, Response
+from nxc.testbeds.g5k_double.api import API
 from nxc.testbeds.g5k_double.backend import FAULT_TEXTS, Backend, Served
 from nxc.testbeds.g5k_double.control import CONTROL, TOKEN_HEADER, join_deployers
 from nxc.testbeds.g5k_double.errors import ApiError
+from nxc.testbeds.g5k_double.routing import Request, Response
 
 log = logging.getLogger("nxc.g5k_double")
 PREFIX = re.compile(r"^/(stable|3\.0)(/.*)?$")
