@@ -27,7 +27,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from nxc import childproc
 from nxc.errors import BuildError, ToolMissing
+from nxc.paths import flake_root
 from nxc.tools import require_tool
 
 FEATURES = ["--extra-experimental-features", "nix-command flakes"]
@@ -45,13 +47,27 @@ Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
+class NixMessage:
+    """One error nix reported, with the source position it named (if any)."""
+
+    text: str
+    file: str | None = None
+    line: int | None = None
+    column: int | None = None
+
+
+@dataclass(frozen=True)
 class NixRun:
     """What one nix invocation printed: stdout, error messages and raw stderr."""
 
     returncode: int
     stdout: str
-    errors: list[str]
+    messages: list[NixMessage]
     stderr: str
+
+    @property
+    def errors(self) -> list[str]:
+        return [m.text for m in self.messages]
 
 
 @dataclass(frozen=True)
@@ -95,9 +111,20 @@ def _strip(text: str) -> str:
     return _ANSI.sub("", text)
 
 
-def _parse_log(stderr: str, progress: Progress | None) -> tuple[list[str], list[str]]:
+def _position(event: dict[str, Any]) -> tuple[str | None, int | None, int | None]:
+    file, line, column = event.get("file"), event.get("line"), event.get("column")
+    if not isinstance(file, str) or not file:
+        return None, None, None
+    return (
+        file,
+        line if isinstance(line, int) else None,
+        column if isinstance(column, int) else None,
+    )
+
+
+def _parse_log(stderr: str, progress: Progress | None) -> tuple[list[NixMessage], list[str]]:
     """Split nix's internal-json stderr into error messages and other lines."""
-    errors: list[str] = []
+    errors: list[NixMessage] = []
     other: list[str] = []
     for line in stderr.splitlines():
         if not line.startswith("@nix "):
@@ -112,7 +139,7 @@ def _parse_log(stderr: str, progress: Progress | None) -> tuple[list[str], list[
             continue
         action = event.get("action")
         if action == "msg" and event.get("level", 9) == 0:
-            errors.append(_strip(str(event.get("msg", ""))))
+            errors.append(NixMessage(_strip(str(event.get("msg", ""))), *_position(event)))
         elif action == "start" and progress is not None:
             text = _strip(str(event.get("text", "")))
             if text.startswith(("building ", "copying ", "downloading ", "fetching ")):
@@ -130,52 +157,31 @@ def run_nix(
     progress: Progress | None = None,
     env: dict[str, str] | None = None,
 ) -> NixRun:
-    """Run ``nix ARGS`` with flakes enabled; never raises on a non-zero exit."""
+    """Run ``nix ARGS`` with flakes enabled; never raises on a non-zero exit.
+
+    Ctrl-C, SIGTERM and SIGHUP stop nix cleanly (no orphaned builder, no build
+    directory left) and then raise :class:`~nxc.childproc.ChildInterrupted`.
+    """
     nix = nix_binary()
     argv = [nix, *FEATURES, "--log-format", "internal-json", *args]
     full_env = dict(os.environ)
     if env:
         full_env.update(env)
+
+    def on_line(line: str) -> None:
+        if progress is not None and line.startswith("@nix "):
+            _parse_log(line, progress)
+
     try:
-        if progress is None:
-            done = subprocess.run(
-                argv, cwd=cwd, env=full_env, capture_output=True, text=True, check=False
-            )
-            stdout, stderr, code = done.stdout, done.stderr, done.returncode
-        else:
-            stdout, stderr, code = _run_streaming(argv, cwd, full_env, progress)
+        done = childproc.run(argv, cwd=cwd, env=full_env, on_stderr_line=on_line, what="nix")
     except FileNotFoundError:
         raise ToolMissing(
             "required tool 'nix' not found on PATH (install it: apt-get install nix-bin)"
         ) from None
     except PermissionError as exc:
         raise ToolMissing(f"cannot run nix ({nix}): {exc.strerror}") from None
-    errors, other = _parse_log(stderr, None)
-    return NixRun(code, stdout, errors, "\n".join(other))
-
-
-def _run_streaming(
-    argv: list[str], cwd: Path | None, env: dict[str, str], progress: Progress
-) -> tuple[str, str, int]:
-    """Run nix, passing build activities to ``progress`` while it runs."""
-    with tempfile.TemporaryFile(mode="w+") as out:
-        process = subprocess.Popen(
-            argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.PIPE, text=True
-        )
-        assert process.stderr is not None
-        lines: list[str] = []
-        try:
-            for line in process.stderr:
-                lines.append(line)
-                if line.startswith("@nix "):
-                    _parse_log(line, progress)
-        except BaseException:
-            process.kill()
-            process.wait()
-            raise
-        code = process.wait()
-        out.seek(0)
-        return out.read(), "".join(lines), code
+    errors, other = _parse_log(done.stderr, None)
+    return NixRun(done.returncode, done.stdout, errors, "\n".join(other))
 
 
 def nix_version() -> str | None:
@@ -335,12 +341,58 @@ def _explain(
         )
     if re.search(r"path '[^']*/flake\.nix' does not exist|does not contain a 'flake\.nix'", text):
         return BuildError(f"{flake_dir}: no flake.nix here (create one with: nxc init -t basic)")
-    first = _first_line("\n".join(run.errors)) or _first_line(run.stderr) or "nix failed"
+    first, where = _first_error(run, flake_dir)
     if first.startswith("builder for"):
         drv = re.search(r"'(/nix/store/[^']+\.drv)'", first)
         hint = f" (see: nix log {drv.group(1)})" if drv else ""
         return BuildError(f"{action} failed: {first}{hint}")
-    return BuildError(f"{action} failed: {first}")
+    return BuildError(f"{action} failed: {where}{first}")
+
+
+def _first_error(run: NixRun, flake_dir: Path) -> tuple[str, str]:
+    """The first meaningful error line and its ``file:line:col: `` prefix ('' if none)."""
+    for message in run.messages:
+        first = _first_line(message.text)
+        if first:
+            return first, _location(message, flake_dir)
+    return _first_line(run.stderr) or "nix failed", ""
+
+
+_STORE_SOURCE = re.compile(r"^/nix/store/[0-9a-z]{32}-[^/]*source/(.+)$")
+
+
+def _location(message: NixMessage, flake_dir: Path) -> str:
+    """``file:line:col: `` for a message nix located, naming the user's own file.
+
+    nix reports positions in its store copy of the flake
+    (``/nix/store/…-source/composition.nix``); the user edits the original, so the
+    copy is mapped back to the file with the same content in the flake directory
+    (or a directory above it, for a flake inside a larger git repository, or nxc's
+    own flake).
+    """
+    if message.file is None:
+        return ""
+    shown = message.file
+    match = _STORE_SOURCE.match(message.file)
+    if match:
+        relative = match.group(1)
+        bases = [flake_dir, *list(flake_dir.parents)[:4], flake_root()]
+        for base in bases:
+            if _same_content(base / relative, Path(message.file)):
+                shown = str(base / relative)
+                break
+    if message.line:
+        shown += f":{message.line}"
+        if message.column:
+            shown += f":{message.column}"
+    return f"{shown}: "
+
+
+def _same_content(candidate: Path, stored: Path) -> bool:
+    try:
+        return candidate.is_file() and candidate.read_bytes() == stored.read_bytes()
+    except OSError:
+        return False
 
 
 # --- public API ---------------------------------------------------------------------
