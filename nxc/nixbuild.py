@@ -27,9 +27,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from nxc import childproc
+from nxc import childproc, flakesource
+from nxc.compat import FLAVOUR_ALIASES
 from nxc.errors import BuildError, ToolMissing
 from nxc.paths import flake_root
+from nxc.setup_toml import SetupChoice
 from nxc.tools import require_tool
 
 FEATURES = ["--extra-experimental-features", "nix-command flakes"]
@@ -323,7 +325,7 @@ def _explain(
         )
     if "does not provide attribute" in text and output is not None:
         try:
-            available = list_outputs(flake_dir, extra_args=extra_args)
+            available = _list_outputs(flake_dir, extra_args=extra_args)
         except BuildError:
             available = []
         listed = ", ".join(available) if available else "none"
@@ -398,28 +400,94 @@ def _same_content(candidate: Path, stored: Path) -> bool:
 # --- public API ---------------------------------------------------------------------
 
 
+def guard_sources(flake_dir: Path, extra_args: Sequence[str] = ()) -> None:
+    """Refuse, before nix copies anything, a flake or local input that holds a secret.
+
+    See :mod:`nxc.flakesource`: the flake's own directory, ``--override-input`` paths
+    and the local inputs flake.nix declares are checked.
+    """
+    flakesource.check(flakesource.source_of(flake_dir), f"the flake in {flake_dir}")
+    args = list(extra_args)
+    overridden: list[tuple[str, str]] = []
+    for i, arg in enumerate(args):
+        if arg == "--override-input" and i + 2 < len(args):
+            overridden.append((args[i + 1], args[i + 2]))
+    names = {name for name, _ in overridden}
+    declared = [
+        (name, url)
+        for name, url in declared_inputs(flake_dir).items()
+        if name not in names and not url.startswith("follows")
+    ]
+    flakesource.check_inputs([*overridden, *declared], flake_dir)
+
+
 def list_outputs(
     flake_dir: Path, system: str | None = None, extra_args: Sequence[str] = ()
 ) -> list[str]:
     """The ``composition::flavour`` packages the flake provides for this system.
 
     Only the names are evaluated: nothing is built and nixpkgs is not forced.
+    Aliases kept for NixOS Compose flakes (``c::vm`` next to ``c::vm-ramdisk``) are
+    left out.
     """
+    guard_sources(flake_dir, extra_args)
+    return _list_outputs(flake_dir, system, extra_args)
+
+
+def _list_outputs(
+    flake_dir: Path, system: str | None = None, extra_args: Sequence[str] = ()
+) -> list[str]:
     system = system or current_system()
     apply = f"ps: builtins.attrNames (ps.{json.dumps(system)} or {{}})"
     args = [*_metadata_args(extra_args), "--json", f"{flake_ref(flake_dir)}#packages"]
     run = run_nix(["eval", *args, "--apply", apply], cwd=flake_dir)
     if run.returncode != 0:
-        if "does not provide attribute" in "\n".join(run.errors) + run.stderr:
-            return []
-        raise _explain(run, flake_dir, None, "listing the flake's outputs", extra_args)
+        if "does not provide attribute" not in "\n".join(run.errors) + run.stderr:
+            raise _explain(run, flake_dir, None, "listing the flake's outputs", extra_args)
+        names: object = []
+    else:
+        names = _json(run.stdout)
+    found = _outputs_in(names)
+    if not found:
+        # A flake whose outputs *are* lib.compose's result (`outputs = …: nxc.lib.compose
+        # { … }`) has the composition::flavour attributes at its top level.
+        found = _outputs_in(_top_level_names(flake_dir, extra_args))
+    return hide_aliases(found)
+
+
+def _json(text: str) -> object:
     try:
-        names = json.loads(run.stdout)
+        return json.loads(text)
     except json.JSONDecodeError:
-        raise BuildError(
-            f"nix eval printed something that is not JSON: {run.stdout[:80]!r}"
-        ) from None
+        raise BuildError(f"nix eval printed something that is not JSON: {text[:80]!r}") from None
+
+
+def _outputs_in(names: object) -> list[str]:
+    if not isinstance(names, list):
+        return []
     return sorted(n for n in names if isinstance(n, str) and SEPARATOR in n)
+
+
+def _top_level_names(flake_dir: Path, extra_args: Sequence[str]) -> object:
+    expr = f"builtins.attrNames (builtins.getFlake {json.dumps(flake_ref(flake_dir))}).outputs"
+    offline = ["--offline"] if "--offline" in extra_args else []
+    run = run_nix(["eval", "--json", "--impure", *offline, "--expr", expr], cwd=flake_dir)
+    if run.returncode != 0:
+        raise _explain(run, flake_dir, None, "listing the flake's outputs", extra_args)
+    return _json(run.stdout)
+
+
+def hide_aliases(outputs: list[str]) -> list[str]:
+    """Drop ``c::ALIAS`` when ``c::FLAVOUR`` it stands for is there too."""
+    present = set(outputs)
+    kept = []
+    for output in outputs:
+        composition, _, flavour = output.partition(SEPARATOR)
+        target = FLAVOUR_ALIASES.get(flavour)
+        if target is not None and f"{composition}{SEPARATOR}{target}" in present:
+            continue
+        kept.append(output)
+    return kept
 
 
 def default_output(flake_dir: Path, flavour: str, extra_args: Sequence[str] = ()) -> str:
@@ -451,6 +519,13 @@ def locked_inputs(
     flake_dir: Path, extra_args: Sequence[str] = ()
 ) -> tuple[str | None, dict[str, dict[str, Any]]]:
     """The flake's locked URL and its inputs' locked references (``nix flake metadata``)."""
+    guard_sources(flake_dir, extra_args)
+    return _locked_inputs(flake_dir, extra_args)
+
+
+def _locked_inputs(
+    flake_dir: Path, extra_args: Sequence[str] = ()
+) -> tuple[str | None, dict[str, dict[str, Any]]]:
     args = ["flake", "metadata", "--json", *_metadata_args(extra_args), flake_ref(flake_dir)]
     run = run_nix(args, cwd=flake_dir)
     if run.returncode != 0:
@@ -494,18 +569,30 @@ def build(
     extra_args: Sequence[str] = (),
     progress: Progress | None = None,
     parameters: dict[str, Any] | None = None,
+    setup: SetupChoice | None = None,
 ) -> BuildResult:
     """``nix build FLAKE#OUTPUT``; returns where the result and its manifest are.
 
     ``extra_args`` are passed to nix (``--show-trace``, ``--offline``,
     ``--override-input NAME REF``…). ``parameters`` overrides composition
     parameters for this build: they are written to a JSON file named by
-    ``NXC_PARAMETERS_FILE`` and the evaluation is made ``--impure`` (the values
-    used end up in the manifest).
+    ``NXC_PARAMETERS_FILE``. ``setup`` selects a setup.toml variant and overrides its
+    params (``NXC_SETUP_VARIANT``, ``NXC_SETUP_PARAMS``). Either makes the evaluation
+    ``--impure``; the values used end up in the manifest, which is public (in the Nix
+    store): a value holding a private key is refused.
     """
     flake_dir = flake_dir.resolve()
     if not (flake_dir / "flake.nix").is_file():
         raise BuildError(f"{flake_dir}: no flake.nix here (create one with: nxc init -t basic)")
+    guard_sources(flake_dir, extra_args)
+    overrides = {"parameters": parameters or {}, "setup": setup.params if setup else {}}
+    leaking = flakesource.private_values(overrides)
+    if leaking:
+        raise BuildError(
+            f"{leaking[0].replace('.', ' ', 1)} holds a private key: build values are "
+            "recorded in the manifest, in the world-readable Nix store; pass secrets to the "
+            "nodes another way"
+        )
     out_link = out_link or default_out_link(flake_dir, output)
     args = ["build", "--json", "--out-link", str(out_link), *extra_args]
     env: dict[str, str] = {}
@@ -514,8 +601,10 @@ def build(
             params_file = Path(tmp) / "parameters.json"
             params_file.write_text(json.dumps(parameters))
             env["NXC_PARAMETERS_FILE"] = str(params_file)
-            if "--impure" not in args:
-                args.append("--impure")
+        if setup is not None:
+            env.update(setup.environment())
+        if env and "--impure" not in args:
+            args.append("--impure")
         args.append(f"{flake_ref(flake_dir)}#{_attr(output)}")
         run = run_nix(args, cwd=flake_dir, progress=progress, env=env)
     if run.returncode != 0:
@@ -534,7 +623,7 @@ def build(
         )
     if progress is not None:
         progress("reading the flake's locked inputs")
-    locked_url, inputs = locked_inputs(flake_dir, extra_args)
+    locked_url, inputs = _locked_inputs(flake_dir, extra_args)
     return BuildResult(
         output=output,
         flake=flake_dir,
