@@ -63,8 +63,10 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in over.items():
         old = merged.get(key)
-        both = isinstance(old, dict) and isinstance(value, dict)
-        merged[key] = _merge(old, value) if both else value
+        if isinstance(old, dict) and isinstance(value, dict):
+            merged[key] = _merge(old, value)
+        else:
+            merged[key] = value
     return merged
 
 
@@ -90,9 +92,7 @@ class SetupFile:
             raise NxcError(f"{path}: malformed TOML: {exc}") from None
 
     def variants(self) -> list[str]:
-        return sorted(
-            k for k, v in self.data.items() if k not in RESERVED and isinstance(v, dict)
-        )
+        return sorted(k for k, v in self.data.items() if k not in RESERVED and isinstance(v, dict))
 
     def file_variant(self) -> str | None:
         project = self.data.get("project")

@@ -251,8 +251,7 @@ def test_compose_argument_errors(args: str, message: str) -> None:
 
 def test_nixos_without_nixpkgs_is_a_clear_error() -> None:
     err = eval_error(
-        "(lib.compose { composition = { roles.a = { }; }; })"
-        '."composition::vm-ramdisk".drvPath'
+        '(lib.compose { composition = { roles.a = { }; }; })."composition::vm-ramdisk".drvPath'
     )
     assert "imageKind 'nixos' needs `nixpkgs`" in err
 
