@@ -13,7 +13,7 @@ The same holds for local inputs (``--override-input NAME path:/dir``, or
 checks the files that would be copied and refuses, in one line, when one of them
 
 - holds a private key (a PEM/OpenSSH ``BEGIN … PRIVATE KEY`` block near its start), or
-- in a non-git source, is readable by its owner only (or sits in a directory others
+- in a non-git source, is not readable by other users (or sits in a directory others
   cannot enter): its owner made it private; the store would publish it.
 
 nxc's own state (deployment keys, ledger, runs) must never be inside a flake source
@@ -128,7 +128,7 @@ def findings(source: Source) -> list[Finding]:
         if _holds_private_key(path):
             found.append(Finding(path, "holds a private key"))
         elif source.kind == "path" and _private_by_mode(path, source.root):
-            found.append(Finding(path, "is readable by its owner only"))
+            found.append(Finding(path, "is not readable by other users"))
     return found
 
 
@@ -146,7 +146,7 @@ def check(source: Source, what: str) -> None:
             f"move it out of {source.root}, or make the directory a git repository "
             "(nix then copies only the files you git add)"
         )
-        if first.reason.startswith("is readable"):
+        if first.reason.startswith("is not readable"):
             hint += f"; if it holds no secret: chmod o+r {first.path}"
     raise BuildError(
         f"{first.path} {first.reason}{more}, but nix would copy {what} into the "

@@ -11,9 +11,13 @@ way a project or user file reaches the store: the flake's directory (git or not)
 from __future__ import annotations
 
 import base64
+import grp
 import os
+import re
 import secrets
+import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -181,7 +185,7 @@ def test_owner_only_file_in_a_path_flake_is_refused(tmp_path: Path) -> None:
     with pytest.raises(BuildError) as caught:
         nixbuild.list_outputs(project)
     message = one_line(caught)
-    assert "credentials.yaml is readable by its owner only" in message
+    assert "credentials.yaml is not readable by other users" in message
     assert f"chmod o+r {project}/credentials.yaml" in message
 
 
@@ -191,7 +195,7 @@ def test_file_in_a_private_directory_is_refused(tmp_path: Path) -> None:
     private.mkdir(mode=0o700)
     (private / "token").write_text("t0k3n\n")
     os.chmod(private, 0o700)
-    with pytest.raises(BuildError, match=r"secrets/token is readable by its owner only"):
+    with pytest.raises(BuildError, match=r"secrets/token is not readable by other users"):
         nixbuild.build(project, "demo::vm-ramdisk", extra_args=["--offline"])
 
 
@@ -226,7 +230,7 @@ def test_declared_local_input_is_checked(tmp_path: Path) -> None:
     flake.write_text(text.replace("{\n", '{\n  inputs.data.url = "path:./data";\n', 1))
     (project / "data" / "notes").write_text("private\n")
     os.chmod(project / "data" / "notes", 0o600)
-    with pytest.raises(BuildError, match=r"data/notes is readable by its owner only"):
+    with pytest.raises(BuildError, match=r"data/notes is not readable by other users"):
         nixbuild.list_outputs(project, extra_args=["--offline"])
 
 
@@ -251,3 +255,41 @@ def test_mentioning_a_key_header_is_not_a_key(tmp_path: Path) -> None:
         "demo::g5k-ramdisk",
         "demo::vm-ramdisk",
     ]
+
+
+@pytest.mark.skipif(not list(Path("/boot").glob("vmlinuz-*")), reason="no host kernel in /boot")
+def test_selftest_image_refuses_a_private_host_file(tmp_path: Path) -> None:
+    """A selftest role's `packages` are host files copied into its initrd, in the store.
+
+    The file is readable by the Nix build users' group but not by others: the build
+    could copy it, and must refuse to.
+    """
+    try:
+        group = grp.getgrnam("nixbld").gr_gid
+    except KeyError:
+        pytest.skip("no nixbld group: builds do not run as build users here")
+    shared = Path(tempfile.mkdtemp(prefix="nxc-nixside-test-"))
+    try:
+        os.chmod(shared, 0o755)
+        private = shared / "private-tool"
+        private.write_text(f"#!/bin/sh\necho {secrets.token_hex(8)}\n")
+        os.chown(private, -1, group)
+        os.chmod(private, 0o750)
+        composition = f'{{ roles.node = {{ packages = [ "{private}" ]; }}; }}'
+        project = stub_flake(tmp_path, composition)
+        flake = project / "flake.nix"
+        text = flake.read_text().replace("selftestBuilder = import ./stub-selftest.nix;", "")
+        flake.write_text(text)
+        with pytest.raises(BuildError) as caught:
+            nixbuild.build(project, "demo::vm-ramdisk", extra_args=["--offline"])
+        drv = re.search(r"nix log (\S+\.drv)", one_line(caught))
+        assert drv is not None, caught.value
+        log = subprocess.run(
+            ["nix", "--extra-experimental-features", "nix-command", "--offline", "log", drv[1]],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert f"package {private} is not readable by other users" in log.stdout
+    finally:
+        shutil.rmtree(shared)
