@@ -150,13 +150,14 @@ rec {
       roleNames = builtins.attrNames roles;
       quantities = builtins.mapAttrs (_: role: role.quantity) roles;
       clashes = naming.nameClashes quantities;
+      docker = normaliseDocker where roleNames r;
     in
     builtins.seq (naming.checkName "composition name" name) (
       if !(builtins.isAttrs r) then util.fail where "must evaluate to an attribute set"
       else if unknown != [ ] then util.fail where "unknown attribute '${builtins.head unknown}' (known: ${util.joinNames knownKeys})"
       else if !(builtins.isAttrs rawRoles) || rawRoles == { } then util.fail where "`roles` must be a non-empty attribute set of roles"
       else if clashes != [ ] then util.fail where "two roles would both have a node named '${builtins.head clashes}': rename one of the roles"
-      else builtins.deepSeq (map (role: role.resources) (builtins.attrValues roles)) {
+      else builtins.deepSeq [ (map (role: role.resources) (builtins.attrValues roles)) docker ] {
         inherit name roles roleNames quantities imageKind;
         description = r.description or "";
         parameters = ev.final;
@@ -164,6 +165,6 @@ rec {
         common = if r ? common then (if builtins.isList r.common then r.common else [ r.common ]) else [ ];
         testScript = normaliseTestScript where (r.testScript or null);
         topology = topo.normalise { inherit where; roles = roleNames; topology = r.topology or null; };
-        docker = normaliseDocker where roleNames r;
+        inherit docker;
       });
 }
