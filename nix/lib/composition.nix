@@ -17,6 +17,8 @@
 #     common = { … };                    # optional: a module every role imports
 #     testScript = ./test.py;            # optional: Python text or a file
 #     topology = { … };                  # optional: network model (nxc_topology 1)
+#     flavours.vm-ramdisk = { accel = "tcg"; };  # optional: defaults of a flavour's
+#                                        # start options (the command line wins)
 #   }
 #
 # NixOS Compose's format is accepted as it is: `nodes` instead of `roles`,
@@ -38,7 +40,7 @@ let
   topo = import ./topology.nix;
 
   specKeys = [ "quantity" "module" "modules" "resources" ];
-  knownKeys = [ "description" "parameters" "roles" "common" "testScript" "topology" "name" ]
+  knownKeys = [ "description" "parameters" "roles" "common" "testScript" "topology" "name" "flavours" ]
     # NixOS Compose's
     ++ [ "nodes" "rolesDistribution" "extraVolumes" "dockerPorts" ];
 in
@@ -128,6 +130,21 @@ rec {
     else if unknown != [ ] then util.fail where "dockerPorts: '${builtins.head unknown}' is not a role (roles: ${util.joinNames roleNames})"
     else { inherit volumes; ports = builtins.mapAttrs portList ports; };
 
+  # flavours = { <flavour> = { <option> = value or { <role> = value; }; }; }: passed
+  # to the manifest (flavour_options) for the flavour's runtime to read.
+  normaliseFlavourOptions = where: f:
+    let
+      here = "${where}: flavours";
+      bad = builtins.filter (n: !(builtins.isAttrs f.${n})) (builtins.attrNames f);
+    in
+    if !(builtins.isAttrs f) then util.fail here "must be an attribute set { <flavour> = { <option> = value; }; }"
+    else if bad != [ ] then util.fail here "'${builtins.head bad}' must be an attribute set of options"
+    else if !(util.isJSONValue f) then util.fail here "option values must be plain data"
+    else builtins.listToAttrs (map (n: {
+      name = naming.checkName "${here}: flavour name" ((import ./manifest.nix).canonicalFlavour n);
+      value = f.${n};
+    }) (builtins.attrNames f));
+
   normaliseTestScript = where: t:
     if t == null then null
     else if builtins.isString t then t
@@ -166,5 +183,6 @@ rec {
         testScript = normaliseTestScript where (r.testScript or null);
         topology = topo.normalise { inherit where; roles = roleNames; topology = r.topology or null; };
         inherit docker;
+        flavourOptions = normaliseFlavourOptions where (r.flavours or { });
       });
 }

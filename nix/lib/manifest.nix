@@ -92,5 +92,6 @@ rec {
       topology = composition.topology;
       parameters = composition.parameters // setupParams;
     } // util.optionalAttrs (nxcVersion != null) { nxc_version = nxcVersion; }
-      // util.optionalAttrs (setup != null) { setup = { inherit (setup) variant; }; };
+      // util.optionalAttrs (setup != null) { setup = { inherit (setup) variant; }; }
+      // util.optionalAttrs ((composition.flavourOptions or { }) != { }) { flavour_options = composition.flavourOptions; };
 }

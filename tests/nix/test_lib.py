@@ -302,3 +302,28 @@ def test_template_compositions_normalise(name: str, quantities: dict[str, int]) 
             "rate": "100mbit",
             "symmetric": True,
         }
+
+
+def test_flavour_option_defaults_reach_the_manifest() -> None:
+    """`flavours.<name>.<option>` in a composition: the runtime's option defaults."""
+    document = eval_json(
+        'let c = lib.normaliseComposition { name = "f"; composition = { roles.a = { }; '
+        'flavours = { vm = { accel = "tcg"; memory = { a = 512; }; }; docker.x = 1; }; }; }; in '
+        'lib.assembleManifest { composition = c; flavour = "vm-ramdisk"; system = "x"; '
+        'artifacts.a = { kernel = "/k"; initrd = "/i"; }; }'
+    )
+    assert document["flavour_options"] == {
+        "docker": {"x": 1},
+        "vm-ramdisk": {"accel": "tcg", "memory": {"a": 512}},
+    }
+    plain = eval_json(
+        'let c = lib.normaliseComposition { name = "f"; composition = { roles.a = { }; }; }; in '
+        'lib.assembleManifest { composition = c; flavour = "vm-ramdisk"; system = "x"; '
+        'artifacts.a = { kernel = "/k"; initrd = "/i"; }; }'
+    )
+    assert "flavour_options" not in plain
+    err = eval_error(
+        '(lib.normaliseComposition { name = "f"; composition = { roles.a = { }; '
+        "flavours.vm = 3; }; }).flavourOptions"
+    )
+    assert "flavours: 'vm' must be an attribute set of options" in err

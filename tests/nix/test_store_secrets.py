@@ -72,13 +72,16 @@ def fake_private_key() -> str:
 
 
 @pytest.fixture
-def init_project(tmp_path: Path) -> Path:
+def init_project(tmp_path: Path) -> Iterator[Path]:
     """A selftest project as `nxc init` makes it: not a git work tree."""
     directory = tmp_path / "project"
     result = run_nxc("init", "-t", "selftest", str(directory))
     assert result.returncode == 0, result.stderr
     assert not any((p / ".git").exists() for p in (directory, *directory.parents))
-    return directory
+    yield directory
+    state = Project(directory).state_dir
+    if not state.is_relative_to(directory):
+        shutil.rmtree(state, ignore_errors=True)  # what the test planted there
 
 
 def plant_running_deployment(project: Project) -> dict[str, bytes]:
