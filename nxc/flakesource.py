@@ -171,11 +171,17 @@ def local_input_dir(url: str, base: Path) -> tuple[Path, str | None] | None:
     return (directory, kind) if directory.is_dir() else None
 
 
-def check_inputs(urls: Iterable[tuple[str, str]], base: Path) -> None:
-    """Check every local input (name, url) the same way as the flake itself."""
+def check_inputs(
+    urls: Iterable[tuple[str, str]], base: Path, trusted: Iterable[Path] = ()
+) -> None:
+    """Check every local input (name, url) the same way as the flake itself.
+
+    ``trusted`` directories (nxc's own flake) are not the user's files: skipped.
+    """
+    skip = {t.resolve() for t in trusted}
     for name, url in urls:
         local = local_input_dir(url, base)
-        if local is None:
+        if local is None or local[0].resolve() in skip:
             continue
         directory, kind = local
         check(source_of(directory, kind), f"input '{name}' ({directory})")

@@ -418,7 +418,7 @@ def guard_sources(flake_dir: Path, extra_args: Sequence[str] = ()) -> None:
         for name, url in declared_inputs(flake_dir).items()
         if name not in names and not url.startswith("follows")
     ]
-    flakesource.check_inputs([*overridden, *declared], flake_dir)
+    flakesource.check_inputs([*overridden, *declared], flake_dir, trusted=[flake_root()])
 
 
 def list_outputs(
