@@ -171,9 +171,7 @@ def local_input_dir(url: str, base: Path) -> tuple[Path, str | None] | None:
     return (directory, kind) if directory.is_dir() else None
 
 
-def check_inputs(
-    urls: Iterable[tuple[str, str]], base: Path, trusted: Iterable[Path] = ()
-) -> None:
+def check_inputs(urls: Iterable[tuple[str, str]], base: Path, trusted: Iterable[Path] = ()) -> None:
     """Check every local input (name, url) the same way as the flake itself.
 
     ``trusted`` directories (nxc's own flake) are not the user's files: skipped.

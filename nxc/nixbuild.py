@@ -10,7 +10,13 @@ and failures turned into one-line :class:`~nxc.errors.BuildError` messages:
 - an input that cannot be fetched     -> names the input and how to
   ``--override-input NAME path:/local/dir``
 - an output that does not exist       -> lists the ``composition::flavour`` outputs
-- any other evaluation/build error    -> its first meaningful line
+- any other evaluation/build error    -> its first meaningful line, prefixed with the
+  ``file:line:col`` nix gave, mapped back from the store copy to the user's file
+
+Before nix copies a local flake (or a local input) into the world-readable store,
+:func:`guard_sources` refuses one that holds a secret (:mod:`nxc.flakesource`). nix
+runs in its own process group: Ctrl-C, SIGTERM and SIGHUP are forwarded to it and
+nxc waits for it to stop its builders (:mod:`nxc.childproc`).
 """
 
 from __future__ import annotations
