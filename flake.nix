@@ -53,6 +53,14 @@
         let nxc = import ./nix/package.nix { pkgs = nixpkgs.legacyPackages.${system}; src = self; };
         in { inherit nxc; default = nxc; });
 
+      # The names NixOS Compose flakes use (`devShell.${system} =
+      # nxc.devShells.${system}.nxcShell;`, nxc.defaultPackage.${system}), so that
+      # such a flake works with nxc as its only change.
+      defaultPackage = forAllSystems (system: self.packages.${system}.nxc);
+      devShells = forAllSystems (system:
+        let shell = nixpkgs.legacyPackages.${system}.mkShell { packages = [ self.packages.${system}.nxc ]; };
+        in { nxcShell = shell; default = shell; });
+
       # Machines with network access and KVM only (see docs/compositions.md):
       #   nix flake check -L
       checks = forAllSystems (system: import ./nix/checks.nix {

@@ -9,15 +9,18 @@ let
   pkgs = nixpkgs.legacyPackages.${system};
   nixosTemplates = builtins.filter (n: n != "selftest") templateNames;
 
-  composed = name: (lib.compose {
+  composed = name: lib.compose {
     inherit nixpkgs system name;
     composition = templateDir + "/${name}/composition.nix";
-  }).packages.${system};
+  };
 
+  # Every flavour once (without the `<name>::vm` alias of vm-ramdisk).
   buildAll = name:
-    let outputs = composed name;
+    let
+      outputs = composed name;
+      names = builtins.filter (o: o != "${name}::vm") (builtins.attrNames outputs);
     in pkgs.linkFarm "nxc-check-${name}-build"
-      (map (o: { name = builtins.replaceStrings [ "::" ] [ "-" ] o; path = outputs.${o}; }) (builtins.attrNames outputs));
+      (map (o: { name = builtins.replaceStrings [ "::" ] [ "-" ] o; path = outputs.${o}; }) names);
 
   runTest = name:
     let built = (composed name)."${name}::vm-ramdisk";
@@ -26,6 +29,7 @@ let
       requiredSystemFeatures = [ "kvm" "nixos-test" ];
     } ''
       export HOME=$TMPDIR
+      export NXC_STATE_HOME=$TMPDIR/nxc-state
       mkdir -p project && cd project
       echo '{ outputs = { self }: { }; }' > flake.nix
       nxc start -m ${built}/manifest.json
@@ -33,7 +37,7 @@ let
       nxc driver -t || status=$?
       nxc stop
       mkdir -p $out
-      cp -r nxc/runs $out/ 2>/dev/null || true
+      cp -r $NXC_STATE_HOME/*/runs $out/ 2>/dev/null || true
       exit $status
     '';
 in

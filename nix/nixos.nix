@@ -1,7 +1,9 @@
 # Build one role of a composition as NixOS for one flavour (needs nixpkgs).
 # Returns { artifacts; config; system }: artifacts in the manifest's per-role
 # form, set by the flavour module through `nxc.artifacts`.
-{ nixpkgs, system, flavour, composition, role, agent, extraModules ? [ ] }:
+# `nodes` (every role's configuration, as NixOS Compose and NixOS tests give it) is
+# a module argument of every role.
+{ nixpkgs, system, flavour, composition, role, agent, extraModules ? [ ], nodes ? { } }:
 let
   nixosSystem =
     if nixpkgs ? lib && nixpkgs.lib ? nixosSystem then nixpkgs.lib.nixosSystem
@@ -24,6 +26,7 @@ let
       {
         nxc = { composition = composition.name; role = role.name; inherit flavour; };
         nxc.agent.source = agent;
+        _module.args.nodes = nodes;
       }
     ] ++ composition.common ++ extraModules ++ role.modules;
   };

@@ -1,7 +1,8 @@
 # The nxc Python application, for machines with nixpkgs (flake output
-# packages.<system>.nxc). The flake's own files (flake.nix, nix/, the agent and
-# the templates) are copied into the package as nxc/_flake so that an installed
-# nxc can give user flakes a reference to its library.
+# packages.<system>.nxc). The flake's own files (flake.nix, nix/, flavours/, the
+# compositions and the agent) go into the package as nxc/_flake, so that an
+# installed nxc can give user flakes a reference to its library: setup.py's build
+# step copies them, for this package as for a wheel built with pip.
 { pkgs, src }:
 let
   py = pkgs.python3Packages;
@@ -13,12 +14,6 @@ py.buildPythonApplication {
   pyproject = true;
   build-system = [ py.setuptools py.wheel ];
   dependencies = with py; [ click pyyaml jsonschema ptpython rich ];
-
-  preBuild = ''
-    mkdir -p nxc/_flake/nxc
-    cp -r flake.nix flake.lock nix flavours compositions nxc/_flake/
-    cp -r nxc/agent nxc/_flake/nxc/
-  '';
 
   # Tools the runtime calls.
   makeWrapperArgs = [

@@ -91,17 +91,24 @@ def init(template: str, list_templates: bool, force: bool, directory: str) -> No
 
 @cli.command()
 @project_option
-@click.option("-f", "--flavour", default=None, help="Flavour to build (default: vm-ramdisk).")
+@click.option(
+    "-f", "--flavour", default=None,
+    help="Flavour to build (default: vm-ramdisk; NixOS Compose's `vm` is an alias).",
+)  # fmt: skip
 @click.option(
     "-C", "--composition-flavour", "output", metavar="COMPOSITION::FLAVOUR",
     help="Build this flake output instead (for flakes holding several compositions).",
 )  # fmt: skip
-@click.option("--list", "list_outputs", is_flag=True, help="List buildable outputs and exit.")
+@click.option("-L", "--list", "list_outputs", is_flag=True, help="List buildable outputs and exit.")
 @click.option("--show-trace", is_flag=True, help="Pass --show-trace to nix.")
 @click.option("--offline", is_flag=True, help="Pass --offline to nix (never download).")
 @click.option(
     "--override-input", nargs=2, multiple=True, metavar="INPUT FLAKEREF",
     help="Pass --override-input to nix (e.g. nixpkgs path:/local/nixpkgs).",
+)  # fmt: skip
+@click.option(
+    "--nix-flags", metavar="FLAGS",
+    help='More nix flags, e.g. "--impure --override-input x path:/d" (default: setup.toml\'s).',
 )  # fmt: skip
 @click.option(
     "--param", "params", multiple=True, metavar="NAME=VALUE",
@@ -111,6 +118,14 @@ def init(template: str, list_templates: bool, force: bool, directory: str) -> No
     "--param-file", type=click.Path(path_type=Path),
     help="JSON or YAML file of parameter overrides (--param wins).",
 )  # fmt: skip
+@click.option(
+    "-s", "--setup", "setup_variant", metavar="VARIANT",
+    help="Select a setup.toml variant (NixOS Compose).",
+)  # fmt: skip
+@click.option(
+    "--setup-param", "setup_params", multiple=True, metavar="NAME=VALUE",
+    help="Override a setup.toml param (VALUE is JSON, else a string).",
+)  # fmt: skip
 def build(
     project_dir: str | None,
     flavour: str | None,
@@ -119,8 +134,11 @@ def build(
     show_trace: bool,
     offline: bool,
     override_input: tuple[tuple[str, str], ...],
+    nix_flags: str | None,
     params: tuple[str, ...],
     param_file: Path | None,
+    setup_variant: str | None,
+    setup_params: tuple[str, ...],
 ) -> None:
     """Build the composition with Nix into a flavour and record the result.
 
@@ -130,70 +148,54 @@ def build(
       nxc build -f g5k-ramdisk
       nxc build -C webserver::docker --show-trace
       nxc build --param clients=8 --param-file params.yaml
+      nxc build --setup dev --setup-param b=20     # setup.toml variant (NixOS Compose)
     """
-    from nxc import nixbuild
+    from nxc import buildopts, nixbuild
     from nxc.runtime import registry
     from nxc.session import DEFAULT_FLAVOUR
 
-    if flavour is not None:
-        flavour = registry.buildable(flavour)
-
     project = _project(project_dir)
-    extra: list[str] = []
-    if show_trace:
-        extra.append("--show-trace")
-    if offline:
-        extra.append("--offline")
-    for name, ref in override_input:
-        extra += ["--override-input", name, ref]
-    parameters = _parse_parameters(params, param_file)
+    plan = buildopts.plan(
+        project.root,
+        known_flavours=registry.buildable_names(),
+        default_flavour=DEFAULT_FLAVOUR,
+        flavour=flavour,
+        output=output,
+        show_trace=show_trace,
+        offline=offline,
+        override_input=override_input,
+        nix_flags=nix_flags,
+        params=params,
+        param_file=param_file,
+        setup_variant=setup_variant,
+        setup_params=setup_params,
+    )
+    for note in plan.notes:
+        click.echo(note, err=True)
     if list_outputs:
-        for name in nixbuild.list_outputs(project.root, extra_args=extra):
+        for name in nixbuild.list_outputs(project.root, extra_args=plan.extra_args):
             click.echo(name)
         click.echo(f"flavours nxc can start: {', '.join(registry.names()) or 'none'}", err=True)
         return
-    if output is None:
-        output = nixbuild.default_output(project.root, flavour or DEFAULT_FLAVOUR, extra)
+    output = plan.output or nixbuild.default_output(project.root, plan.flavour, plan.extra_args)
     with _status(f"building {output}") as update:
         result = nixbuild.build(
-            project.root, output, extra_args=extra, progress=update, parameters=parameters or None
+            project.root,
+            output,
+            extra_args=plan.extra_args,
+            progress=update,
+            parameters=plan.parameters or None,
+            setup=plan.setup,
         )
     from nxc.contracts import Manifest
 
     manifest = Manifest.load(result.manifest)
+    buildopts.check_setup_used(plan, manifest, project.root)
     project.ensure_state_dir()
     project.record_build(manifest.flavour, result.to_record())
     click.echo(f"built {output}: {result.out_path}")
     for role in manifest.roles.values():
         click.echo(f"  role {role.name}: {role.quantity} node(s) by default")
-
-
-def _parse_parameters(values: tuple[str, ...], path: Path | None) -> dict[str, Any]:
-    import json
-
-    import yaml
-
-    parameters: dict[str, Any] = {}
-    if path is not None:
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except OSError as exc:
-            raise NxcError(f"{path}: cannot read parameter file: {exc.strerror}") from None
-        except yaml.YAMLError as exc:
-            first = str(exc).splitlines()[0]
-            raise NxcError(f"{path}: malformed parameter file: {first}") from None
-        if not isinstance(loaded, dict):
-            raise NxcError(f"{path}: a parameter file must be a mapping of name: value")
-        parameters.update(loaded)
-    for value in values:
-        name, sep, raw = value.partition("=")
-        if not sep or not name.strip():
-            raise NxcError(f"--param {value!r}: expected NAME=VALUE")
-        try:
-            parameters[name.strip()] = json.loads(raw)
-        except json.JSONDecodeError:
-            parameters[name.strip()] = raw
-    return parameters
 
 
 class _FlavourOptionsCommand(click.Command):

@@ -10,7 +10,13 @@ and failures turned into one-line :class:`~nxc.errors.BuildError` messages:
 - an input that cannot be fetched     -> names the input and how to
   ``--override-input NAME path:/local/dir``
 - an output that does not exist       -> lists the ``composition::flavour`` outputs
-- any other evaluation/build error    -> its first meaningful line
+- any other evaluation/build error    -> its first meaningful line, prefixed with the
+  ``file:line:col`` nix gave, mapped back from the store copy to the user's file
+
+Before nix copies a local flake (or a local input) into the world-readable store,
+:func:`guard_sources` refuses one that holds a secret (:mod:`nxc.flakesource`). nix
+runs in its own process group: Ctrl-C, SIGTERM and SIGHUP are forwarded to it and
+nxc waits for it to stop its builders (:mod:`nxc.childproc`).
 """
 
 from __future__ import annotations
@@ -27,7 +33,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from nxc import childproc, flakesource
+from nxc.compat import FLAVOUR_ALIASES
 from nxc.errors import BuildError, ToolMissing
+from nxc.paths import flake_root
+from nxc.setup_toml import SetupChoice
 from nxc.tools import require_tool
 
 FEATURES = ["--extra-experimental-features", "nix-command flakes"]
@@ -45,13 +55,27 @@ Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
+class NixMessage:
+    """One error nix reported, with the source position it named (if any)."""
+
+    text: str
+    file: str | None = None
+    line: int | None = None
+    column: int | None = None
+
+
+@dataclass(frozen=True)
 class NixRun:
     """What one nix invocation printed: stdout, error messages and raw stderr."""
 
     returncode: int
     stdout: str
-    errors: list[str]
+    messages: list[NixMessage]
     stderr: str
+
+    @property
+    def errors(self) -> list[str]:
+        return [m.text for m in self.messages]
 
 
 @dataclass(frozen=True)
@@ -95,9 +119,20 @@ def _strip(text: str) -> str:
     return _ANSI.sub("", text)
 
 
-def _parse_log(stderr: str, progress: Progress | None) -> tuple[list[str], list[str]]:
+def _position(event: dict[str, Any]) -> tuple[str | None, int | None, int | None]:
+    file, line, column = event.get("file"), event.get("line"), event.get("column")
+    if not isinstance(file, str) or not file:
+        return None, None, None
+    return (
+        file,
+        line if isinstance(line, int) else None,
+        column if isinstance(column, int) else None,
+    )
+
+
+def _parse_log(stderr: str, progress: Progress | None) -> tuple[list[NixMessage], list[str]]:
     """Split nix's internal-json stderr into error messages and other lines."""
-    errors: list[str] = []
+    errors: list[NixMessage] = []
     other: list[str] = []
     for line in stderr.splitlines():
         if not line.startswith("@nix "):
@@ -112,7 +147,7 @@ def _parse_log(stderr: str, progress: Progress | None) -> tuple[list[str], list[
             continue
         action = event.get("action")
         if action == "msg" and event.get("level", 9) == 0:
-            errors.append(_strip(str(event.get("msg", ""))))
+            errors.append(NixMessage(_strip(str(event.get("msg", ""))), *_position(event)))
         elif action == "start" and progress is not None:
             text = _strip(str(event.get("text", "")))
             if text.startswith(("building ", "copying ", "downloading ", "fetching ")):
@@ -130,52 +165,31 @@ def run_nix(
     progress: Progress | None = None,
     env: dict[str, str] | None = None,
 ) -> NixRun:
-    """Run ``nix ARGS`` with flakes enabled; never raises on a non-zero exit."""
+    """Run ``nix ARGS`` with flakes enabled; never raises on a non-zero exit.
+
+    Ctrl-C, SIGTERM and SIGHUP stop nix cleanly (no orphaned builder, no build
+    directory left) and then raise :class:`~nxc.childproc.ChildInterrupted`.
+    """
     nix = nix_binary()
     argv = [nix, *FEATURES, "--log-format", "internal-json", *args]
     full_env = dict(os.environ)
     if env:
         full_env.update(env)
+
+    def on_line(line: str) -> None:
+        if progress is not None and line.startswith("@nix "):
+            _parse_log(line, progress)
+
     try:
-        if progress is None:
-            done = subprocess.run(
-                argv, cwd=cwd, env=full_env, capture_output=True, text=True, check=False
-            )
-            stdout, stderr, code = done.stdout, done.stderr, done.returncode
-        else:
-            stdout, stderr, code = _run_streaming(argv, cwd, full_env, progress)
+        done = childproc.run(argv, cwd=cwd, env=full_env, on_stderr_line=on_line, what="nix")
     except FileNotFoundError:
         raise ToolMissing(
             "required tool 'nix' not found on PATH (install it: apt-get install nix-bin)"
         ) from None
     except PermissionError as exc:
         raise ToolMissing(f"cannot run nix ({nix}): {exc.strerror}") from None
-    errors, other = _parse_log(stderr, None)
-    return NixRun(code, stdout, errors, "\n".join(other))
-
-
-def _run_streaming(
-    argv: list[str], cwd: Path | None, env: dict[str, str], progress: Progress
-) -> tuple[str, str, int]:
-    """Run nix, passing build activities to ``progress`` while it runs."""
-    with tempfile.TemporaryFile(mode="w+") as out:
-        process = subprocess.Popen(
-            argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.PIPE, text=True
-        )
-        assert process.stderr is not None
-        lines: list[str] = []
-        try:
-            for line in process.stderr:
-                lines.append(line)
-                if line.startswith("@nix "):
-                    _parse_log(line, progress)
-        except BaseException:
-            process.kill()
-            process.wait()
-            raise
-        code = process.wait()
-        out.seek(0)
-        return out.read(), "".join(lines), code
+    errors, other = _parse_log(done.stderr, None)
+    return NixRun(done.returncode, done.stdout, errors, "\n".join(other))
 
 
 def nix_version() -> str | None:
@@ -317,7 +331,7 @@ def _explain(
         )
     if "does not provide attribute" in text and output is not None:
         try:
-            available = list_outputs(flake_dir, extra_args=extra_args)
+            available = _list_outputs(flake_dir, extra_args=extra_args)
         except BuildError:
             available = []
         listed = ", ".join(available) if available else "none"
@@ -335,15 +349,82 @@ def _explain(
         )
     if re.search(r"path '[^']*/flake\.nix' does not exist|does not contain a 'flake\.nix'", text):
         return BuildError(f"{flake_dir}: no flake.nix here (create one with: nxc init -t basic)")
-    first = _first_line("\n".join(run.errors)) or _first_line(run.stderr) or "nix failed"
+    first, where = _first_error(run, flake_dir)
     if first.startswith("builder for"):
         drv = re.search(r"'(/nix/store/[^']+\.drv)'", first)
         hint = f" (see: nix log {drv.group(1)})" if drv else ""
         return BuildError(f"{action} failed: {first}{hint}")
-    return BuildError(f"{action} failed: {first}")
+    return BuildError(f"{action} failed: {where}{first}")
+
+
+def _first_error(run: NixRun, flake_dir: Path) -> tuple[str, str]:
+    """The first meaningful error line and its ``file:line:col: `` prefix ('' if none)."""
+    for message in run.messages:
+        first = _first_line(message.text)
+        if first:
+            return first, _location(message, flake_dir)
+    return _first_line(run.stderr) or "nix failed", ""
+
+
+_STORE_SOURCE = re.compile(r"^/nix/store/[0-9a-z]{32}-[^/]*source/(.+)$")
+
+
+def _location(message: NixMessage, flake_dir: Path) -> str:
+    """``file:line:col: `` for a message nix located, naming the user's own file.
+
+    nix reports positions in its store copy of the flake
+    (``/nix/store/…-source/composition.nix``); the user edits the original, so the
+    copy is mapped back to the file with the same content in the flake directory
+    (or a directory above it, for a flake inside a larger git repository, or nxc's
+    own flake).
+    """
+    if message.file is None:
+        return ""
+    shown = message.file
+    match = _STORE_SOURCE.match(message.file)
+    if match:
+        relative = match.group(1)
+        bases = [flake_dir, *list(flake_dir.parents)[:4], flake_root()]
+        for base in bases:
+            if _same_content(base / relative, Path(message.file)):
+                shown = str(base / relative)
+                break
+    if message.line:
+        shown += f":{message.line}"
+        if message.column:
+            shown += f":{message.column}"
+    return f"{shown}: "
+
+
+def _same_content(candidate: Path, stored: Path) -> bool:
+    try:
+        return candidate.is_file() and candidate.read_bytes() == stored.read_bytes()
+    except OSError:
+        return False
 
 
 # --- public API ---------------------------------------------------------------------
+
+
+def guard_sources(flake_dir: Path, extra_args: Sequence[str] = ()) -> None:
+    """Refuse, before nix copies anything, a flake or local input that holds a secret.
+
+    See :mod:`nxc.flakesource`: the flake's own directory, ``--override-input`` paths
+    and the local inputs flake.nix declares are checked.
+    """
+    flakesource.check(flakesource.source_of(flake_dir), f"the flake in {flake_dir}")
+    args = list(extra_args)
+    overridden: list[tuple[str, str]] = []
+    for i, arg in enumerate(args):
+        if arg == "--override-input" and i + 2 < len(args):
+            overridden.append((args[i + 1], args[i + 2]))
+    names = {name for name, _ in overridden}
+    declared = [
+        (name, url)
+        for name, url in declared_inputs(flake_dir).items()
+        if name not in names and not url.startswith("follows")
+    ]
+    flakesource.check_inputs([*overridden, *declared], flake_dir, trusted=[flake_root()])
 
 
 def list_outputs(
@@ -352,22 +433,67 @@ def list_outputs(
     """The ``composition::flavour`` packages the flake provides for this system.
 
     Only the names are evaluated: nothing is built and nixpkgs is not forced.
+    Aliases kept for NixOS Compose flakes (``c::vm`` next to ``c::vm-ramdisk``) are
+    left out.
     """
+    guard_sources(flake_dir, extra_args)
+    return _list_outputs(flake_dir, system, extra_args)
+
+
+def _list_outputs(
+    flake_dir: Path, system: str | None = None, extra_args: Sequence[str] = ()
+) -> list[str]:
     system = system or current_system()
     apply = f"ps: builtins.attrNames (ps.{json.dumps(system)} or {{}})"
     args = [*_metadata_args(extra_args), "--json", f"{flake_ref(flake_dir)}#packages"]
     run = run_nix(["eval", *args, "--apply", apply], cwd=flake_dir)
     if run.returncode != 0:
-        if "does not provide attribute" in "\n".join(run.errors) + run.stderr:
-            return []
-        raise _explain(run, flake_dir, None, "listing the flake's outputs", extra_args)
+        if "does not provide attribute" not in "\n".join(run.errors) + run.stderr:
+            raise _explain(run, flake_dir, None, "listing the flake's outputs", extra_args)
+        names: object = []
+    else:
+        names = _json(run.stdout)
+    found = _outputs_in(names)
+    if not found:
+        # A flake whose outputs *are* lib.compose's result (`outputs = …: nxc.lib.compose
+        # { … }`) has the composition::flavour attributes at its top level.
+        found = _outputs_in(_top_level_names(flake_dir, extra_args))
+    return hide_aliases(found)
+
+
+def _json(text: str) -> object:
     try:
-        names = json.loads(run.stdout)
+        return json.loads(text)
     except json.JSONDecodeError:
-        raise BuildError(
-            f"nix eval printed something that is not JSON: {run.stdout[:80]!r}"
-        ) from None
+        raise BuildError(f"nix eval printed something that is not JSON: {text[:80]!r}") from None
+
+
+def _outputs_in(names: object) -> list[str]:
+    if not isinstance(names, list):
+        return []
     return sorted(n for n in names if isinstance(n, str) and SEPARATOR in n)
+
+
+def _top_level_names(flake_dir: Path, extra_args: Sequence[str]) -> object:
+    expr = f"builtins.attrNames (builtins.getFlake {json.dumps(flake_ref(flake_dir))}).outputs"
+    offline = ["--offline"] if "--offline" in extra_args else []
+    run = run_nix(["eval", "--json", "--impure", *offline, "--expr", expr], cwd=flake_dir)
+    if run.returncode != 0:
+        raise _explain(run, flake_dir, None, "listing the flake's outputs", extra_args)
+    return _json(run.stdout)
+
+
+def hide_aliases(outputs: list[str]) -> list[str]:
+    """Drop ``c::ALIAS`` when ``c::FLAVOUR`` it stands for is there too."""
+    present = set(outputs)
+    kept = []
+    for output in outputs:
+        composition, _, flavour = output.partition(SEPARATOR)
+        target = FLAVOUR_ALIASES.get(flavour)
+        if target is not None and f"{composition}{SEPARATOR}{target}" in present:
+            continue
+        kept.append(output)
+    return kept
 
 
 def default_output(flake_dir: Path, flavour: str, extra_args: Sequence[str] = ()) -> str:
@@ -399,6 +525,13 @@ def locked_inputs(
     flake_dir: Path, extra_args: Sequence[str] = ()
 ) -> tuple[str | None, dict[str, dict[str, Any]]]:
     """The flake's locked URL and its inputs' locked references (``nix flake metadata``)."""
+    guard_sources(flake_dir, extra_args)
+    return _locked_inputs(flake_dir, extra_args)
+
+
+def _locked_inputs(
+    flake_dir: Path, extra_args: Sequence[str] = ()
+) -> tuple[str | None, dict[str, dict[str, Any]]]:
     args = ["flake", "metadata", "--json", *_metadata_args(extra_args), flake_ref(flake_dir)]
     run = run_nix(args, cwd=flake_dir)
     if run.returncode != 0:
@@ -442,18 +575,30 @@ def build(
     extra_args: Sequence[str] = (),
     progress: Progress | None = None,
     parameters: dict[str, Any] | None = None,
+    setup: SetupChoice | None = None,
 ) -> BuildResult:
     """``nix build FLAKE#OUTPUT``; returns where the result and its manifest are.
 
     ``extra_args`` are passed to nix (``--show-trace``, ``--offline``,
     ``--override-input NAME REF``…). ``parameters`` overrides composition
     parameters for this build: they are written to a JSON file named by
-    ``NXC_PARAMETERS_FILE`` and the evaluation is made ``--impure`` (the values
-    used end up in the manifest).
+    ``NXC_PARAMETERS_FILE``. ``setup`` selects a setup.toml variant and overrides its
+    params (``NXC_SETUP_VARIANT``, ``NXC_SETUP_PARAMS``). Either makes the evaluation
+    ``--impure``; the values used end up in the manifest, which is public (in the Nix
+    store): a value holding a private key is refused.
     """
     flake_dir = flake_dir.resolve()
     if not (flake_dir / "flake.nix").is_file():
         raise BuildError(f"{flake_dir}: no flake.nix here (create one with: nxc init -t basic)")
+    guard_sources(flake_dir, extra_args)
+    overrides = {"parameters": parameters or {}, "setup": setup.params if setup else {}}
+    leaking = flakesource.private_values(overrides)
+    if leaking:
+        raise BuildError(
+            f"{leaking[0].replace('.', ' ', 1)} holds a private key: build values are "
+            "recorded in the manifest, in the world-readable Nix store; pass secrets to the "
+            "nodes another way"
+        )
     out_link = out_link or default_out_link(flake_dir, output)
     args = ["build", "--json", "--out-link", str(out_link), *extra_args]
     env: dict[str, str] = {}
@@ -462,8 +607,10 @@ def build(
             params_file = Path(tmp) / "parameters.json"
             params_file.write_text(json.dumps(parameters))
             env["NXC_PARAMETERS_FILE"] = str(params_file)
-            if "--impure" not in args:
-                args.append("--impure")
+        if setup is not None:
+            env.update(setup.environment())
+        if env and "--impure" not in args:
+            args.append("--impure")
         args.append(f"{flake_ref(flake_dir)}#{_attr(output)}")
         run = run_nix(args, cwd=flake_dir, progress=progress, env=env)
     if run.returncode != 0:
@@ -482,7 +629,7 @@ def build(
         )
     if progress is not None:
         progress("reading the flake's locked inputs")
-    locked_url, inputs = locked_inputs(flake_dir, extra_args)
+    locked_url, inputs = _locked_inputs(flake_dir, extra_args)
     return BuildResult(
         output=output,
         flake=flake_dir,

@@ -7,9 +7,13 @@
   inputs.nxc.inputs.nixpkgs.follows = "";
 
   outputs = { self, nxc }:
-    nxc.lib.compose {
-      name = "selftest";
-      composition = ./composition.nix;
-      imageKind = "selftest";
+    let system = "x86_64-linux"; in
+    {
+      packages.${system} = nxc.lib.compose {
+        inherit system;
+        name = "selftest";
+        composition = ./composition.nix;
+        imageKind = "selftest";
+      };
     };
 }

@@ -7,9 +7,12 @@
   inputs.nxc.inputs.nixpkgs.follows = "nixpkgs";
 
   outputs = { self, nixpkgs, nxc }:
-    nxc.lib.compose {
-      inherit nixpkgs;
-      name = "webserver";
-      composition = ./composition.nix;
+    let system = "x86_64-linux"; in
+    {
+      packages.${system} = nxc.lib.compose {
+        inherit nixpkgs system;
+        name = "webserver";
+        composition = ./composition.nix;
+      };
     };
 }

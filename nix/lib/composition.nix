@@ -1,6 +1,6 @@
 # Composition normalisation. A composition is an attribute set, or a function
-# taking { parameters, name, system, imageKind, … } (it gets only the
-# arguments it names), or a path to a file holding either. It returns:
+# taking { parameters, name, system, imageKind, flavour, setup, pkgs, lib, … } (it
+# gets only the arguments it names), or a path to a file holding either. It returns:
 #
 #   {
 #     description = "…";                 # optional
@@ -17,7 +17,15 @@
 #     common = { … };                    # optional: a module every role imports
 #     testScript = ./test.py;            # optional: Python text or a file
 #     topology = { … };                  # optional: network model (nxc_topology 1)
+#     flavours.vm-ramdisk = { accel = "tcg"; };  # optional: defaults of a flavour's
+#                                        # start options (the command line wins)
 #   }
+#
+# NixOS Compose's format is accepted as it is: `nodes` instead of `roles`,
+# `rolesDistribution = { role = N; }` for the quantities, `extraVolumes` (a list of
+# docker volume specs for every container) and `dockerPorts` ({ role = [ "8080:80" ]; })
+# for the docker flavour, and the function arguments { pkgs, lib, modulesPath,
+# helpers, flavour, setup, nur, nodes } (see compose.nix).
 #
 # For imageKind "selftest" roles are not NixOS modules: a role spec's other keys
 # (e.g. `startup`) go to nix/selftest as the role description.
@@ -32,7 +40,9 @@ let
   topo = import ./topology.nix;
 
   specKeys = [ "quantity" "module" "modules" "resources" ];
-  knownKeys = [ "description" "parameters" "roles" "common" "testScript" "topology" "name" ];
+  knownKeys = [ "description" "parameters" "roles" "common" "testScript" "topology" "name" "flavours" ]
+    # NixOS Compose's
+    ++ [ "nodes" "rolesDistribution" "extraVolumes" "dockerPorts" ];
 in
 rec {
   load = c: if builtins.isPath c || builtins.isString c then import c else c;
@@ -66,7 +76,7 @@ rec {
   # A role is a module (function, path or attribute set of options) or a spec
   # with quantity/module/modules/resources. For selftest every attribute set is
   # a spec.
-  normaliseRole = { where, imageKind }: roleName: value:
+  normaliseRole = { where, imageKind, distribution }: roleName: value:
     let
       here = "${where}: role '${roleName}'";
       isSpec = builtins.isAttrs value && (imageKind == "selftest" || builtins.any (k: value ? ${k}) specKeys);
@@ -74,15 +84,66 @@ rec {
       modules =
         (if spec ? module then [ spec.module ] else [ ])
         ++ (if spec ? modules then (if builtins.isList spec.modules then spec.modules else util.fail here "`modules` must be a list") else [ ]);
+      quantity =
+        if !(distribution ? ${roleName}) then spec.quantity or 1
+        else if spec ? quantity then util.fail here "has a quantity in both the role and `rolesDistribution`: keep one"
+        else distribution.${roleName};
     in
-    builtins.seq (naming.checkName "${where}: role name" roleName) {
+    if imageKind == "selftest" && !(builtins.isAttrs value) then
+      util.fail here "imageKind 'selftest' builds roles from host packages, not NixOS modules: give a role spec such as { startup = \"…\"; }"
+    else builtins.seq (naming.checkName "${where}: role name" roleName) {
       name = roleName;
-      quantity = naming.checkQuantity here (spec.quantity or 1);
+      quantity = naming.checkQuantity here quantity;
       resources = normaliseResources here (spec.resources or { });
       inherit modules;
       # What the selftest builder gets: the spec without the generic keys.
       selftest = builtins.removeAttrs spec specKeys // { name = roleName; };
     };
+
+  # rolesDistribution = { client = 3; } (NixOS Compose): quantities by role.
+  normaliseDistribution = where: roleNames: d:
+    let
+      here = "${where}: rolesDistribution";
+      unknown = builtins.filter (n: !(builtins.elem n roleNames)) (builtins.attrNames d);
+      check = role: n:
+        if builtins.isInt n then n
+        else if builtins.isList n then util.fail here "'${role}': nxc names nodes <role><index> (${role}1, ${role}2…): give a number of nodes, not a list of names"
+        else util.fail here "'${role}' must be a number of nodes";
+    in
+    if !(builtins.isAttrs d) then util.fail here "must be an attribute set { role = N; }"
+    else if unknown != [ ] then util.fail here "'${builtins.head unknown}' is not a role (roles: ${util.joinNames roleNames})"
+    else builtins.mapAttrs check d;
+
+  # extraVolumes / dockerPorts (NixOS Compose, docker flavour only).
+  normaliseDocker = where: roleNames: r:
+    let
+      volumes = r.extraVolumes or [ ];
+      ports = r.dockerPorts or { };
+      unknown = builtins.filter (n: !(builtins.elem n roleNames)) (builtins.attrNames ports);
+      portList = role: p:
+        if builtins.isList p && builtins.all (x: builtins.isString x || builtins.isInt x) p then map toString p
+        else util.fail where "dockerPorts.${role} must be a list such as [ \"8080:80\" ]";
+    in
+    if !(builtins.isList volumes && builtins.all builtins.isString volumes) then
+      util.fail where "extraVolumes must be a list of docker volume specs (strings such as \"/data:/data\")"
+    else if !(builtins.isAttrs ports) then util.fail where "dockerPorts must be an attribute set { role = [ \"8080:80\" ]; }"
+    else if unknown != [ ] then util.fail where "dockerPorts: '${builtins.head unknown}' is not a role (roles: ${util.joinNames roleNames})"
+    else { inherit volumes; ports = builtins.mapAttrs portList ports; };
+
+  # flavours = { <flavour> = { <option> = value or { <role> = value; }; }; }: passed
+  # to the manifest (flavour_options) for the flavour's runtime to read.
+  normaliseFlavourOptions = where: f:
+    let
+      here = "${where}: flavours";
+      bad = builtins.filter (n: !(builtins.isAttrs f.${n})) (builtins.attrNames f);
+    in
+    if !(builtins.isAttrs f) then util.fail here "must be an attribute set { <flavour> = { <option> = value; }; }"
+    else if bad != [ ] then util.fail here "'${builtins.head bad}' must be an attribute set of options"
+    else if !(util.isJSONValue f) then util.fail here "option values must be plain data"
+    else builtins.listToAttrs (map (n: {
+      name = naming.checkName "${here}: flavour name" ((import ./manifest.nix).canonicalFlavour n);
+      value = f.${n};
+    }) (builtins.attrNames f));
 
   normaliseTestScript = where: t:
     if t == null then null
@@ -97,17 +158,23 @@ rec {
       ev = evaluate { inherit name composition overrides; args = args // { inherit imageKind; }; };
       r = ev.result;
       unknown = builtins.filter (k: !(builtins.elem k knownKeys)) (builtins.attrNames r);
-      roles = builtins.mapAttrs (normaliseRole { inherit where imageKind; }) (r.roles or { });
+      rawRoles =
+        if r ? roles && r ? nodes then util.fail where "has both `roles` and `nodes` (NixOS Compose's older name for roles): keep one"
+        else r.roles or r.nodes or null;
+      rawNames = if builtins.isAttrs rawRoles then builtins.attrNames rawRoles else [ ];
+      distribution = normaliseDistribution where rawNames (r.rolesDistribution or { });
+      roles = builtins.mapAttrs (normaliseRole { inherit where imageKind distribution; }) rawRoles;
       roleNames = builtins.attrNames roles;
       quantities = builtins.mapAttrs (_: role: role.quantity) roles;
       clashes = naming.nameClashes quantities;
+      docker = normaliseDocker where roleNames r;
     in
     builtins.seq (naming.checkName "composition name" name) (
       if !(builtins.isAttrs r) then util.fail where "must evaluate to an attribute set"
       else if unknown != [ ] then util.fail where "unknown attribute '${builtins.head unknown}' (known: ${util.joinNames knownKeys})"
-      else if !(r ? roles) || !(builtins.isAttrs r.roles) || r.roles == { } then util.fail where "`roles` must be a non-empty attribute set of roles"
+      else if !(builtins.isAttrs rawRoles) || rawRoles == { } then util.fail where "`roles` must be a non-empty attribute set of roles"
       else if clashes != [ ] then util.fail where "two roles would both have a node named '${builtins.head clashes}': rename one of the roles"
-      else builtins.deepSeq (map (role: role.resources) (builtins.attrValues roles)) {
+      else builtins.deepSeq [ (map (role: role.resources) (builtins.attrValues roles)) docker ] {
         inherit name roles roleNames quantities imageKind;
         description = r.description or "";
         parameters = ev.final;
@@ -115,5 +182,7 @@ rec {
         common = if r ? common then (if builtins.isList r.common then r.common else [ r.common ]) else [ ];
         testScript = normaliseTestScript where (r.testScript or null);
         topology = topo.normalise { inherit where; roles = roleNames; topology = r.topology or null; };
+        inherit docker;
+        flavourOptions = normaliseFlavourOptions where (r.flavours or { });
       });
 }

@@ -30,4 +30,14 @@ rec {
     in if t == "set" then (!(v ? outPath)) && builtins.all (n: isJSONValue v.${n}) (builtins.attrNames v)
     else if t == "list" then builtins.all isJSONValue v
     else builtins.elem t [ "int" "float" "bool" "string" "null" ];
+
+  # Like nixpkgs' lib.recursiveUpdate: attribute sets merge, anything else is replaced.
+  recursiveUpdate = a: b:
+    a // builtins.mapAttrs (n: v:
+      if builtins.isAttrs v && builtins.isAttrs (a.${n} or null) then recursiveUpdate a.${n} v else v) b;
+
+  # NixOS Compose's helpers (lib.makeManyById): { <name>1 = f 1; …; <name>N = f N; }.
+  makeManyById = f: name: count:
+    builtins.listToAttrs (builtins.genList (i: { name = "${name}${toString (i + 1)}"; value = f (i + 1); }) count);
+  makeMany = conf: makeManyById (_: conf);
 }

@@ -118,6 +118,9 @@ if [ -n "${packages:-}" ]; then
 		[ -e "$p" ] || fail "package $p does not exist on the build host"
 		[ -f "$p" ] || fail "package $p is not a file (give the binaries themselves)"
 		[ -r "$p" ] || fail "package $p is not readable by the Nix build user"
+		# The image lands in the world-readable store: never publish a private file.
+		[ -n "$(find "$p" -maxdepth 0 -perm -o=r)" ] ||
+			fail "package $p is not readable by other users: the Nix store would publish it to every user"
 		install_file "$p" "$p"
 	done <"$work/packages"
 fi

@@ -16,6 +16,7 @@ from functools import cache
 from importlib.metadata import EntryPoint, entry_points
 from typing import cast
 
+from nxc.compat import FLAVOUR_ALIASES
 from nxc.errors import NxcError
 from nxc.runtime.contract import Runtime
 
@@ -24,7 +25,7 @@ __all__ = [
     "BUILT_BY_NXC",
     "GROUP",
     "UnknownFlavour",
-    "buildable",
+    "buildable_names",
     "canonical",
     "load",
     "names",
@@ -32,8 +33,7 @@ __all__ = [
 ]
 
 GROUP = "nxc.flavours"
-# Names the predecessor (NixOS Compose) used for our flavours.
-ALIASES = {"vm": "vm-ramdisk"}
+ALIASES = FLAVOUR_ALIASES  # names the predecessor (NixOS Compose) used
 # What nxc's own Nix library (nix/lib, flavours/) can build; a plug-in flavour brings
 # its own Nix side and is known once registered.
 BUILT_BY_NXC = ("vm-ramdisk", "docker", "g5k-ramdisk", "g5k-image")
@@ -60,13 +60,9 @@ def canonical(name: str) -> str:
     return ALIASES.get(name, name)
 
 
-def buildable(name: str) -> str:
-    """``name`` (or its alias) if some Nix side can build it, else a one-line error."""
-    flavour = canonical(name)
-    known = [*BUILT_BY_NXC, *(n for n in names() if n not in BUILT_BY_NXC)]
-    if flavour not in known:
-        raise UnknownFlavour(f"unknown flavour '{name}' (known: {', '.join(known)})")
-    return flavour
+def buildable_names() -> list[str]:
+    """Flavours some Nix side can build: nxc's own, then registered plug-ins."""
+    return [*BUILT_BY_NXC, *(n for n in names() if n not in BUILT_BY_NXC)]
 
 
 @cache

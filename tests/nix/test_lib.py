@@ -224,12 +224,12 @@ def test_manifest_assembly_errors(flavour: str, artifacts: str, message: str) ->
 def test_compose_lists_outputs_without_nixpkgs() -> None:
     names = eval_json(
         'builtins.attrNames (lib.compose { composition = { roles.node = { }; }; name = "t"; '
-        'imageKind = "selftest"; }).packages.x86_64-linux'
+        'imageKind = "selftest"; })'
     )
-    assert names == ["t::g5k-ramdisk", "t::vm-ramdisk"]
+    assert names == ["t::g5k-ramdisk", "t::vm", "t::vm-ramdisk"]  # vm: NixOS Compose alias
     names = eval_json(
         "builtins.attrNames (lib.compose { compositions = { a = { roles.x = { }; }; "
-        'b = { roles.y = { }; }; }; flavours = [ "docker" ]; }).packages.x86_64-linux'
+        'b = { roles.y = { }; }; }; flavours = [ "docker" ]; })'
     )
     assert names == ["a::docker", "b::docker"]
 
@@ -245,15 +245,13 @@ def test_compose_lists_outputs_without_nixpkgs() -> None:
 def test_compose_argument_errors(args: str, message: str) -> None:
     err = eval_error(
         f"builtins.attrNames (lib.compose {{ composition = {{ roles.a = {{ }}; }}; {args} }})"
-        ".packages.x86_64-linux"
     )
     assert message in err
 
 
 def test_nixos_without_nixpkgs_is_a_clear_error() -> None:
     err = eval_error(
-        "(lib.compose { composition = { roles.a = { }; }; })"
-        '.packages.x86_64-linux."composition::vm-ramdisk".drvPath'
+        '(lib.compose { composition = { roles.a = { }; }; })."composition::vm-ramdisk".drvPath'
     )
     assert "imageKind 'nixos' needs `nixpkgs`" in err
 
@@ -263,7 +261,7 @@ def test_unknown_parameter_override_is_an_error() -> None:
         "(lib.compose { composition = { parameters.n = 1; roles.a = { }; }; "
         'imageKind = "selftest"; '
         'selftestBuilder = _: throw "unused"; parameters = { m = 2; }; })'
-        '.packages.x86_64-linux."composition::vm-ramdisk".drvPath'
+        '."composition::vm-ramdisk".drvPath'
     )
     assert "'m' is not declared by any composition" in err
 
@@ -304,3 +302,28 @@ def test_template_compositions_normalise(name: str, quantities: dict[str, int]) 
             "rate": "100mbit",
             "symmetric": True,
         }
+
+
+def test_flavour_option_defaults_reach_the_manifest() -> None:
+    """`flavours.<name>.<option>` in a composition: the runtime's option defaults."""
+    document = eval_json(
+        'let c = lib.normaliseComposition { name = "f"; composition = { roles.a = { }; '
+        'flavours = { vm = { accel = "tcg"; memory = { a = 512; }; }; docker.x = 1; }; }; }; in '
+        'lib.assembleManifest { composition = c; flavour = "vm-ramdisk"; system = "x"; '
+        'artifacts.a = { kernel = "/k"; initrd = "/i"; }; }'
+    )
+    assert document["flavour_options"] == {
+        "docker": {"x": 1},
+        "vm-ramdisk": {"accel": "tcg", "memory": {"a": 512}},
+    }
+    plain = eval_json(
+        'let c = lib.normaliseComposition { name = "f"; composition = { roles.a = { }; }; }; in '
+        'lib.assembleManifest { composition = c; flavour = "vm-ramdisk"; system = "x"; '
+        'artifacts.a = { kernel = "/k"; initrd = "/i"; }; }'
+    )
+    assert "flavour_options" not in plain
+    err = eval_error(
+        '(lib.normaliseComposition { name = "f"; composition = { roles.a = { }; '
+        "flavours.vm = 3; }; }).flavourOptions"
+    )
+    assert "flavours: 'vm' must be an attribute set of options" in err

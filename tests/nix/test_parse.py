@@ -10,7 +10,7 @@ import pytest
 
 from tests.nix.nixutil import REPO
 
-SKIP_PARTS = {".git", "node_modules", "__pycache__", ".venv", "venv"}
+SKIP_PARTS = {".git", "node_modules", "__pycache__", ".venv", "venv", "build"}
 
 
 def nix_files() -> list[Path]:

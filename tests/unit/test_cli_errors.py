@@ -64,7 +64,7 @@ def test_bad_count(project: Path) -> None:
 
 def test_unknown_flavour(project: Path) -> None:
     result = run_nxc("build", "-f", "lxc", cwd=project)
-    assert_one_line_error(result, r"unknown flavour 'lxc' \(known: vm-ramdisk, docker")
+    assert_one_line_error(result, r"unknown flavour 'lxc' \(known: vm-ramdisk \(alias vm\), docker")
 
 
 def test_start_without_build(project: Path) -> None:
