@@ -18,6 +18,7 @@ import yaml
 from nxc.compat import canonical_flavour
 from nxc.contracts import Manifest
 from nxc.errors import BuildError, NxcError
+from nxc.fsutil import read_text
 from nxc.setup_toml import SetupChoice, SetupFile, choose
 
 
@@ -36,12 +37,9 @@ def parse_parameters(values: Sequence[str], path: Path | None) -> dict[str, Any]
     else a string)."""
     parameters: dict[str, Any] = {}
     if path is not None:
+        text = read_text(path, "parameter file")
         try:
-            loaded = yaml.safe_load(path.read_bytes().decode())
-        except OSError as exc:
-            raise NxcError(f"{path}: cannot read parameter file: {exc.strerror}") from None
-        except UnicodeDecodeError:
-            raise NxcError(f"{path}: parameter file is not UTF-8 text") from None
+            loaded = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             first = str(exc).splitlines()[0]
             raise NxcError(f"{path}: malformed parameter file: {first}") from None

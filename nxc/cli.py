@@ -383,10 +383,9 @@ def _run_driver(current: Any, script: Path | None, interactive: bool = False) ->
             interactive_shell(driver, history=current.project.state_dir / "shell-history")
             return 0
         if script is not None:
-            try:
-                text = script.read_text()
-            except OSError as exc:
-                raise NxcError(f"{script}: cannot read script: {exc.strerror}") from None
+            from nxc.fsutil import read_text
+
+            text = read_text(script, "script")
             name = str(script)
         else:
             text = current.manifest.test_script or ""

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from nxc.errors import StateError
+from nxc.errors import NxcError, StateError
 
 __all__ = [
     "atomic_write",
@@ -25,6 +25,7 @@ __all__ = [
     "private_dir",
     "read_json",
     "read_state",
+    "read_text",
     "write_json",
     "write_state",
     "writing",
@@ -95,6 +96,22 @@ def private_append(path: Path, text: str) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def read_text(path: Path, what: str, error: type[NxcError] = NxcError) -> str:
+    """The UTF-8 text of a file the user gave, or a one-line ``error`` naming it."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise error(f"{path}: {what} not found") from None
+    except IsADirectoryError:
+        raise error(f"{path}: {what} is a directory, not a file") from None
+    except OSError as exc:
+        raise error(f"{path}: cannot read {what}: {exc.strerror or exc}") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise error(f"{path}: {what} is not UTF-8 text (bad byte at offset {exc.start})") from None
 
 
 def write_json(path: Path, document: Any, mode: int = 0o600) -> None:

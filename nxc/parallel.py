@@ -31,7 +31,7 @@ DEFAULT_WORKERS = 32
 class Outcome(Generic[T, R]):
     item: T
     value: R | None = None
-    error: BaseException | None = None
+    error: Exception | None = None
 
     @property
     def ok(self) -> bool:
@@ -41,7 +41,7 @@ class Outcome(Generic[T, R]):
 class FanOutError(NxcError):
     """Some items failed; ``failures`` maps each failed item's label to its error."""
 
-    def __init__(self, what: str, failures: dict[str, BaseException], total: int) -> None:
+    def __init__(self, what: str, failures: dict[str, Exception], total: int) -> None:
         lines = [f"{label}: {error}" for label, error in failures.items()]
         first = lines[0].splitlines()[0] if lines else ""
         head = f"{what} failed on {len(failures)} of {total}: " + (

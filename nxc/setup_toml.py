@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from nxc.errors import NxcError
+from nxc.fsutil import read_text
 
 FILE_NAME = "setup.toml"
 RESERVED = ("project", "options", "params", "overrides", "override-params", "build")
@@ -80,12 +81,7 @@ class SetupFile:
         path = project_root / FILE_NAME
         if not path.is_file():
             return None
-        try:
-            text = path.read_bytes().decode()
-        except OSError as exc:
-            raise NxcError(f"{path}: cannot read: {exc.strerror}") from None
-        except UnicodeDecodeError:
-            raise NxcError(f"{path}: not UTF-8 text") from None
+        text = read_text(path, "setup file")
         try:
             return cls(path, tomllib.loads(text))
         except tomllib.TOMLDecodeError as exc:

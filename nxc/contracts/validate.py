@@ -11,6 +11,7 @@ import jsonschema
 from jsonschema.exceptions import ValidationError
 
 from nxc.errors import ContractError
+from nxc.fsutil import read_text
 from nxc.paths import SCHEMA_DIR
 
 # kind -> (version field, supported versions)
@@ -66,12 +67,7 @@ def validate_document(document: Any, kind: str, source: str) -> dict[str, Any]:
 
 def read_document_text(path: Path, kind: str) -> str:
     """The text of a contract file, or a one-line error naming the file."""
-    try:
-        return path.read_text()
-    except FileNotFoundError:
-        raise ContractError(f"{path}: {kind} file not found") from None
-    except OSError as exc:
-        raise ContractError(f"{path}: cannot read {kind}: {exc.strerror}") from None
+    return read_text(path, f"{kind} file", ContractError)
 
 
 def load_document(path: Path, kind: str) -> dict[str, Any]:

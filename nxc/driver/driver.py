@@ -14,7 +14,6 @@ runtime has given one :class:`~nxc.driver.machine.Machine` per node. It offers:
 
 from __future__ import annotations
 
-import contextvars
 import datetime as dt
 import json
 import linecache
@@ -26,7 +25,6 @@ import time
 import traceback
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +42,7 @@ from nxc.errors import MachineError, NxcError, WaitTimeout
 from nxc.fsutil import atomic_write
 from nxc.log import Logger
 from nxc.log import log as default_log
+from nxc.parallel import fan_out
 
 __all__ = [
     "EVENTS_DIR",
@@ -284,21 +283,10 @@ class Driver:
         return [out for out in outcomes if not isinstance(out, _Failed)]
 
     def _map(self, fn: Callable[[Machine], T], targets: list[Machine]) -> list[T | _Failed]:
-        if not targets:
-            return []
-
-        def call(machine: Machine) -> T | _Failed:
-            try:
-                return fn(machine)
-            except Exception as exc:
-                return _Failed(exc)
-
-        workers = min(32, len(targets))
-        with ThreadPoolExecutor(workers, thread_name_prefix="nxc") as pool:
-            futures = [
-                pool.submit(contextvars.copy_context().run, call, machine) for machine in targets
-            ]
-            return [future.result() for future in futures]
+        return [
+            _Failed(o.error) if o.error is not None else o.value  # type: ignore[misc]
+            for o in fan_out(fn, targets)
+        ]
 
     # -- subtests and scripts ------------------------------------------------------
 

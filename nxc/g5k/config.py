@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 from grid5000 import Grid5000
 
+from nxc.fsutil import read_text
 from nxc.g5k.errors import CredentialsError
 
 DEFAULT_URI = "https://api.grid5000.fr/stable"
@@ -83,12 +84,7 @@ def _verify(value: Any, where: str) -> bool | str:
 
 
 def from_file(path: Path) -> G5kConfig:
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise CredentialsError(
-            f"{path}: cannot read the Grid'5000 config ({exc.strerror})"
-        ) from None
+    text = read_text(path, "Grid'5000 config", CredentialsError)
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:

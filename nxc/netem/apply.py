@@ -24,7 +24,6 @@ import re
 import shlex
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -33,6 +32,7 @@ from nxc.contracts.deployment import Deployment
 from nxc.errors import ContractError, NxcError
 from nxc.netem import tcgen
 from nxc.netem.model import PairShaping, Topology
+from nxc.parallel import fan_out
 from nxc.runtime.transport import TransportError
 
 if TYPE_CHECKING:
@@ -537,14 +537,13 @@ class Netem:
             names = [n for n in names if n in only]
         results: dict[str, T] = {}
         errors: list[tuple[str, NxcError]] = []
-        workers = max(1, min(self.max_workers, len(names)))
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            futures = {name: pool.submit(fn, name) for name in names}
-            for name, future in futures.items():
-                try:
-                    results[name] = future.result()
-                except NxcError as exc:
-                    errors.append((name, exc))
+        for outcome in fan_out(fn, names, workers=self.max_workers):
+            if outcome.error is None:
+                results[outcome.item] = outcome.value  # type: ignore[assignment]
+            elif isinstance(outcome.error, NxcError):
+                errors.append((outcome.item, outcome.error))
+            else:
+                raise outcome.error
         if errors:
             first = errors[0][1]
             cls = type(first) if all(type(e) is type(first) for _, e in errors) else NxcError

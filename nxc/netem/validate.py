@@ -40,7 +40,6 @@ import re
 import shlex
 import statistics
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -48,6 +47,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from nxc.contracts.deployment import Deployment
 from nxc.errors import NxcError
 from nxc.netem.model import PairShaping, Topology
+from nxc.parallel import fan_out
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -620,10 +620,9 @@ def validate(
             probes[i] = result
 
     if plan:
-        workers = max(1, min(max_workers, len(by_source)))
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            for future in [pool.submit(run, s) for s in by_source]:
-                future.result()
+        for outcome in fan_out(run, list(by_source), workers=max_workers):
+            if outcome.error is not None:
+                raise outcome.error
     done = [
         p if p is not None else ProbeResult(e.probes, ()) for e, p in zip(plan, probes, strict=True)
     ]
