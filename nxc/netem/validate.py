@@ -48,6 +48,7 @@ from nxc.contracts.deployment import Deployment
 from nxc.errors import NxcError
 from nxc.netem.model import PairShaping, Topology
 from nxc.parallel import fan_out
+from nxc.wait import Attempt, PollExpired, poll
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -526,6 +527,22 @@ def _address(deployment: Deployment, name: str, family: Family) -> str:
     return node.ipv6 if family == "ipv6" else node.ipv4
 
 
+def listening_command(port: int) -> str:
+    """Succeeds once something listens on TCP ``port`` (from /proc: no tool needed)."""
+    return f"grep -q ':{port:04X} 0\\{{8,32\\}}:0000 0A' /proc/net/tcp /proc/net/tcp6 2>/dev/null"
+
+
+def wait_listening(machine: MachineLike, name: str, port: int, timeout: float = 30) -> None:
+    def check(_remaining: float) -> Attempt[bool]:
+        status, _ = machine.execute(listening_command(port), timeout=10)
+        return Attempt.ok(True) if status == 0 else Attempt.not_yet(f"nothing listens on {port}")
+
+    try:
+        poll(f"iperf3 on {name} to listen on port {port}", check, timeout)
+    except PollExpired as exc:
+        raise NxcError(f"{name}: {exc}") from None
+
+
 def _measure_rate(
     deployment: Deployment,
     machines: Mapping[str, MachineLike],
@@ -548,18 +565,13 @@ def _measure_rate(
         return None, f"rate not measured: iperf3 server on {e.dst}: {output.strip()[:120]}"
     try:
         address = _address(deployment, e.dst, family)
-        text = ""
         flags = " -R" if reverse else ""
-        for _attempt in range(5):
-            _, text = client.execute(
-                f"iperf3 -c {shlex.quote(address)} -p {port} -t {seconds}{flags} -J 2>&1",
-                timeout=seconds + 60,
-            )
-            # ``iperf3 -s -D`` returns before the daemon listens: retry a refused
-            # connection (iperf3 -J reports it as an "error", with "connected": []).
-            if "unable to connect" not in text and "Connection refused" not in text:
-                break
-            client.execute("sleep 0.5", timeout=10)
+        # ``iperf3 -s -D`` returns before the daemon listens: wait until it does.
+        wait_listening(server, e.dst, port)
+        _, text = client.execute(
+            f"iperf3 -c {shlex.quote(address)} -p {port} -t {seconds}{flags} -J 2>&1",
+            timeout=seconds + 60,
+        )
         return parse_iperf3(text), ""
     except NxcError as exc:
         return None, f"rate not measured: {exc}"
