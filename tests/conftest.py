@@ -13,6 +13,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
+# Real sshd servers in network namespaces (`sshd_cluster` fixture factory).
+pytest_plugins = ["tests.fixtures.sshd_netns"]
+
 
 def pytest_configure(config: pytest.Config) -> None:
     # nxc keeps project state outside projects (under NXC_STATE_HOME): give the test

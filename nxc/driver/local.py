@@ -104,6 +104,29 @@ class LocalTransport:
             self._recorder.note(command, (stdout + stderr).decode(errors="replace"))
         return CommandResult(proc.returncode, stdout, stderr)
 
+    def put(self, source: Path, target: str) -> None:
+        """Copy ``source`` to ``target`` (relative to the node's directory), atomically."""
+        self._copy(Path(source), self.cwd / target, f"{source} to {target}")
+
+    def get(self, source: str, target: Path) -> None:
+        """Copy the node's ``source`` (relative to its directory) to ``target``."""
+        self._copy(self.cwd / source, Path(target), f"{source} to {target}")
+
+    def _copy(self, source: Path, target: Path, what: str) -> None:
+        if self._closed:
+            raise TransportError("local transport is closed (the node was stopped)")
+        partial = target.with_name(f".{target.name}.nxc-copy-{os.getpid()}")
+        try:
+            if not source.is_file():
+                raise TransportError(f"local: cannot copy {what}: not a regular file")
+            shutil.copyfile(source, partial)
+            shutil.copymode(source, partial)
+            os.replace(partial, target)
+        except OSError as err:
+            raise TransportError(f"local: cannot copy {what}: {err}") from None
+        finally:
+            partial.unlink(missing_ok=True)
+
     def kill_all(self) -> None:
         """Kill every command still running through this transport."""
         with self._lock:

@@ -1,13 +1,15 @@
 """How the driver reaches a node: one interface, several transports.
 
-A transport runs a shell command on a node and returns its exit status and output.
-The backdoor (virtio-serial shell of a VM) is the first; ssh and ``docker exec``
-implement the same interface.
+A transport runs a shell command on a node and returns its exit status and output,
+and copies single files to and from the node. The backdoor (virtio-serial shell of a
+VM), the local transport and ssh (:mod:`nxc.transports.ssh`) implement it; ``docker
+exec`` will too.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 
@@ -31,7 +33,26 @@ class Transport(Protocol):
         """Run ``command`` with ``sh -c`` on the node, stdin from /dev/null.
 
         ``timeout`` (seconds) bounds the command; on expiry raise ``TimeoutError``
-        and make sure the command is killed on the node.
+        and make sure the command is killed on the node. A ``KeyboardInterrupt``
+        while waiting kills the command on the node before it propagates.
+        """
+        ...
+
+    def put(self, source: Path, target: str) -> None:
+        """Copy the regular host file ``source`` to the node path ``target``.
+
+        The file appears at ``target`` atomically (written aside, then renamed over
+        it) with ``source``'s mode bits; the target's directory must exist. A broken
+        channel, a missing source or an unwritable target raises
+        :class:`TransportError` naming the node and the path.
+        """
+        ...
+
+    def get(self, source: str, target: Path) -> None:
+        """Copy the node's regular file ``source`` to the host path ``target``.
+
+        Written aside and renamed over ``target``, with the node file's mode bits.
+        Failures raise :class:`TransportError` naming the node and the path.
         """
         ...
 

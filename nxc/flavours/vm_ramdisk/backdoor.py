@@ -25,6 +25,7 @@ import threading
 import time
 from pathlib import Path
 
+from nxc.runtime.shellcopy import get_over_shell, put_over_shell
 from nxc.runtime.transport import CommandResult, TransportError
 
 # How long the host waits beyond the guest-side timeout before it gives up: the guest
@@ -302,6 +303,14 @@ class BackdoorTransport:
             f"{guest_timeout + self.margin:g}s (the guest should have killed it after "
             f"{guest_timeout}s: is the node hung?)"
         )
+
+    def put(self, source: Path, target: str) -> None:
+        """Copy a host file to the node (base64 pieces over commands; atomic, mode kept)."""
+        put_over_shell(self.run, self.name, Path(source), target)
+
+    def get(self, source: str, target: Path) -> None:
+        """Copy a node file to the host (read in pieces over commands, mode kept)."""
+        get_over_shell(self.run, self.name, source, Path(target))
 
     @property
     def closed(self) -> bool:

@@ -1,0 +1,1 @@
+"""Transports that reach nodes over the network (see :mod:`nxc.runtime.transport`)."""
