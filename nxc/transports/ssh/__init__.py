@@ -19,7 +19,13 @@ from nxc.transports.ssh.errors import (
     SshFileError,
 )
 from nxc.transports.ssh.fanout import FanoutFailed, FanoutResult, NodeOutcome, SshFleet
-from nxc.transports.ssh.settings import ResolvedEndpoint, SshEndpoint, SshSettings, resolve
+from nxc.transports.ssh.settings import (
+    ResolvedEndpoint,
+    SshEndpoint,
+    SshSettings,
+    deployment_endpoints,
+    resolve,
+)
 from nxc.transports.ssh.transport import SshTransport
 
 __all__ = [
@@ -39,5 +45,6 @@ __all__ = [
     "SshNodeUnsupported",
     "SshSettings",
     "SshTransport",
+    "deployment_endpoints",
     "resolve",
 ]

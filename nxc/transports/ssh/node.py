@@ -57,6 +57,7 @@ _TOKEN = secrets.token_hex(4)
 _PGID_LINE = re.compile(rb"nxc-pgid-" + _TOKEN.encode() + rb" (\d+)\n")
 _PGID_WAIT = 5.0  # seconds to wait for the process-group line before giving up on it
 _CLOSE_TIMEOUT = 5.0
+_OPEN_RETRY = 5.0  # seconds a refused channel is retried on a live connection
 
 # Errors meaning "nobody answered (yet)": worth retrying within retry_for.
 _RETRYABLE = (OSError, TimeoutError, asyncssh.ConnectionLost)
@@ -109,11 +110,13 @@ def _reason(err: BaseException) -> str:
 class _Session(asyncssh.SSHClientSession[bytes]):
     """Collects one command's output and exit status; extracts the process-group line."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, marked: bool = True) -> None:
         self.stdout = bytearray()
         self.stderr = bytearray()
         self._head = bytearray()
         self.pgid: asyncio.Future[int | None] = loop.create_future()
+        if not marked:  # a command sent without the wrapper: no process-group line
+            self.pgid.set_result(None)
         self.finished: asyncio.Future[Exception | None] = loop.create_future()
         self.exit_status: int | None = None
         self.exit_signal: str | None = None
@@ -367,18 +370,36 @@ class NodeLink:
 
     # -- commands ---------------------------------------------------------------------
 
-    async def _open(self, text: str) -> _Started:
+    async def _open(self, text: str, marked: bool = True) -> _Started:
+        """Open a session channel running ``text``; the command has not run if this fails.
+
+        A connection found dead is replaced once. A refused channel on a live connection
+        is retried for a few seconds: sshd frees a session slot a moment after the
+        channel closes, so a burst of commands can briefly exceed its ``MaxSessions``.
+        """
         loop = asyncio.get_running_loop()
-        for attempt in (1, 2):
+        reconnected = False
+        deadline = loop.time() + _OPEN_RETRY
+        delay = 0.02
+        while True:
             conn = await self.connection()
             try:
                 channel, session = await conn.create_session(
-                    lambda: _Session(loop), text, encoding=None
+                    lambda: _Session(loop, marked), text, encoding=None
                 )
             except (asyncssh.ChannelOpenError, asyncssh.ConnectionLost, OSError) as err:
-                if attempt == 1 and conn.is_closed():
+                if conn.is_closed() and not reconnected:
                     # The connection died (rebooted node, restarted sshd) before the
                     # channel opened: the command did not start; reconnect and retry.
+                    reconnected = True
+                    continue
+                if (
+                    isinstance(err, asyncssh.ChannelOpenError)
+                    and not conn.is_closed()
+                    and loop.time() + delay < deadline
+                ):
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 0.5)
                     continue
                 raise SshError(
                     f"{self.name}: cannot start a command on {self._where}: {_reason(err)}"
@@ -386,7 +407,6 @@ class NodeLink:
             channel.write_eof()
             assert isinstance(session, _Session)
             return _Started(channel, session)
-        raise AssertionError("unreachable")
 
     async def run(self, command: str, timeout: float | None = None) -> CommandResult:
         """Run ``command`` (``sh -c``); on timeout kill it and raise ``TimeoutError``."""
@@ -454,17 +474,8 @@ class NodeLink:
 
     async def _plain(self, text: str) -> CommandResult:
         """Run ``text`` as is (no wrapper, no session limit): used to kill commands."""
-        conn = await self.connection()
-        loop = asyncio.get_running_loop()
-        try:
-            channel, session = await conn.create_session(
-                lambda: _Session(loop), text, encoding=None
-            )
-        except (asyncssh.ChannelOpenError, asyncssh.ConnectionLost, OSError) as err:
-            raise SshError(f"{self.name}: cannot open a channel: {_reason(err)}") from None
-        channel.write_eof()
-        assert isinstance(session, _Session)
-        session.pgid.set_result(None)  # no process-group line expected here
+        started = await self._open(text, marked=False)
+        session = started.session
         lost = await session.finished
         status = session.status()
         if status is None:

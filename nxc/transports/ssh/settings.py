@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncssh
 
 from nxc.transports.ssh.errors import SshConfigError
+
+if TYPE_CHECKING:
+    from nxc.session import RunningDeployment
 
 
 def _paths(value: Path | str | Iterable[Path | str] | None) -> tuple[Path, ...]:
@@ -186,3 +189,15 @@ def resolve(endpoint: SshEndpoint | str, settings: SshSettings) -> ResolvedEndpo
         jump=jump,
         host_key_alias=options.host_key_alias,
     )
+
+
+def deployment_endpoints(running: RunningDeployment) -> tuple[list[SshEndpoint], SshSettings]:
+    """The ssh endpoints of a running deployment's nodes, with the deployment's key files."""
+    endpoints = []
+    for node in running.deployment.nodes:
+        if node.ssh_host is None:
+            raise SshConfigError(f"{node.name}: the deployment has no ssh endpoint for it")
+        endpoints.append(
+            SshEndpoint(node.name, node.ssh_host, node.ssh_port or 22, "root", running.client_key)
+        )
+    return endpoints, SshSettings(running.known_hosts, config=())

@@ -1,0 +1,1 @@
+"""Bridges to other tools' APIs, each behind an optional extra."""
