@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from nxc.driver.transport import TransportError
 from nxc.errors import NxcError
+from nxc.runtime.transport import TransportError
 from nxc.transports.ssh import (
     HostKeyRejected,
     SshConnectError,

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from nxc.driver.local import LocalTransport
-from nxc.driver.shellcopy import UPLOAD_CHUNK, get_over_shell, put_over_shell
-from nxc.driver.transport import TransportError
+from nxc.runtime.shellcopy import UPLOAD_CHUNK, get_over_shell, put_over_shell
+from nxc.runtime.transport import TransportError
 
 
 @pytest.fixture

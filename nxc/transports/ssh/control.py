@@ -17,11 +17,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from nxc.runtime.transport import TransportError
 from nxc.errors import NxcError, StartError
+from nxc.runtime.transport import TransportError
 from nxc.transports.ssh.errors import HostKeyRejected
 from nxc.transports.ssh.transport import SshTransport
+
+if TYPE_CHECKING:
+    from nxc.runtime.transport import NodeControl, Transport
 
 
 class SshNodeUnsupported(NxcError):
@@ -118,3 +122,12 @@ class SshNodeControl:
     def console_tail(self, lines: int = 20) -> str:
         """Empty: ssh gives no console (the transport's errors already say what failed)."""
         return ""
+
+
+if TYPE_CHECKING:  # the driver's protocols, checked by mypy: drift breaks the build
+
+    def _is_node_control(control: SshNodeControl) -> NodeControl:
+        return control
+
+    def _is_transport(transport: SshTransport) -> Transport:
+        return transport

@@ -7,8 +7,8 @@ them into ``ConnectionLost``) and :class:`~nxc.errors.NxcError` (the CLI prints 
 
 from __future__ import annotations
 
-from nxc.runtime.transport import TransportError
 from nxc.errors import NxcError
+from nxc.runtime.transport import TransportError
 
 
 class SshError(TransportError, NxcError):

@@ -19,8 +19,8 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from nxc.runtime.transport import CommandResult
 from nxc.errors import NxcError
+from nxc.runtime.transport import CommandResult
 from nxc.transports.ssh.loop import EventLoopThread, shared_loop
 from nxc.transports.ssh.node import NodeLink, SshHub, short
 from nxc.transports.ssh.settings import SshEndpoint, SshSettings
