@@ -17,6 +17,7 @@ import re
 import secrets
 import shutil
 import socket
+import stat
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -542,6 +543,47 @@ def test_ssh_with_the_deployment_keys(cluster: Cluster) -> None:
         )
         assert copy.returncode == 0, copy.stderr
         assert vm.run("cat /tmp/p", timeout=60).stdout == payload.read_bytes()
+
+
+def test_ssh_transport_in_a_busybox_vm(cluster: Cluster, tmp_path: Path) -> None:
+    """nxc's ssh transport against the image's sshd: busybox shell, a real init."""
+    from nxc.transports.ssh import SshEndpoint, SshSettings, SshTransport
+
+    vm = cluster.vms["node2"]
+    endpoint = SshEndpoint(vm.name, "127.0.0.1", vm.port, "root", cluster.user_key)
+    with SshTransport(endpoint, SshSettings(cluster.known_hosts, config=())) as node:
+        assert node.run("hostname; exit 3") == CommandResult(3, f"{vm.name}\n".encode(), b"")
+        whole, fraction = 4000 + secrets.randbelow(10**6), secrets.randbelow(10**6)
+        with pytest.raises(TimeoutError, match="was killed on the node"):
+            node.run(f"sleep {whole}.{fraction} & sleep {whole}.{fraction}; echo x", timeout=2)
+        # What the kill script checks: nothing of the command is left but zombies. (The
+        # token is put together on the node, so that this command does not match itself.)
+        alive = vm.succeed(
+            f"t={whole}.; t=${{t}}{fraction}; for f in /proc/[0-9]*; do "
+            "grep -qF \"$t\" $f/cmdline 2>/dev/null && awk '{print $3}' $f/stat; done; true"
+        )
+        assert set(alive.split()) <= {"Z"}, alive
+        source = tmp_path / "tool"
+        source.write_bytes(secrets.token_bytes(300_000))
+        source.chmod(0o751)
+        node.put(source, "/tmp/tool")
+        assert vm.succeed("stat -c '%a %s' /tmp/tool").split() == ["751", "300000"]
+        node.get("/tmp/tool", tmp_path / "back")
+        assert (tmp_path / "back").read_bytes() == source.read_bytes()
+        assert stat.S_IMODE((tmp_path / "back").stat().st_mode) == 0o751
+
+
+def test_backdoor_put_and_get(cluster: Cluster, tmp_path: Path) -> None:
+    """put/get of the transport protocol through the backdoor (base64 over commands)."""
+    vm = cluster.vms["node1"]
+    source = tmp_path / "data"
+    source.write_bytes(secrets.token_bytes(100_000))
+    source.chmod(0o640)
+    vm.transport.put(source, "/tmp/data")
+    assert vm.succeed("stat -c '%a %s' /tmp/data").split() == ["640", "100000"]
+    vm.transport.get("/tmp/data", tmp_path / "back")
+    assert (tmp_path / "back").read_bytes() == source.read_bytes()
+    assert stat.S_IMODE((tmp_path / "back").stat().st_mode) == 0o640
 
 
 def test_ssh_refuses_other_keys(cluster: Cluster) -> None:

@@ -73,21 +73,22 @@ def wrap(command: str) -> str:
 def kill_script(pgid: int, grace: float) -> str:
     """Shell text that stops process group ``pgid``: TERM, KILL after ``grace`` s, verify.
 
-    A process counts as gone once it is a zombie (``kill -0`` would still see it until
-    its new parent reaps it, which some init processes do lazily), so the check reads
-    the state and group of each process from ``/proc``. Exit status 0 when the group
-    is gone, 1 when something of it survived KILL.
+    Whether anything of the group is left is read from ``/proc`` (state and group of
+    each process), never inferred from ``kill``'s status: a process counts as gone once
+    it is a zombie (some init processes reap lazily), and shells disagree on ``kill``'s
+    syntax (``kill -TERM -PGID`` is the form dash, bash and busybox all take; dash and
+    busybox reject ``kill -TERM -- -PGID``). Exit status 0 when the group is gone, 1
+    when something of it survived KILL.
     """
     steps = max(1, round(grace * 10))
     return (
         f"g={pgid}; "
-        "alive() { kill -0 -- -$g 2>/dev/null || return 1; "
-        "for f in /proc/[0-9]*/stat; do "
+        "alive() { for f in /proc/[0-9]*/stat; do "
         'read -r l 2>/dev/null < "$f" || continue; set -- ${l##*) }; '
         '[ "$3" = "$g" ] && [ "$1" != Z ] && return 0; done; return 1; }; '
-        "kill -TERM -- -$g 2>/dev/null || exit 0; n=0; "
+        "alive || exit 0; kill -TERM -$g 2>/dev/null; n=0; "
         "while alive; do n=$((n+1)); "
-        f'if [ "$n" -gt {steps} ]; then kill -KILL -- -$g 2>/dev/null; fi; '
+        f'if [ "$n" -gt {steps} ]; then kill -KILL -$g 2>/dev/null; fi; '
         f'if [ "$n" -gt {steps + 30} ]; then exit 1; fi; sleep 0.1; done; exit 0'
     )
 
