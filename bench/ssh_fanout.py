@@ -71,7 +71,10 @@ def main() -> None:
     args = parser.parse_args()
     sizes = sorted(args.sizes)
     rows = []
-    with SshdCluster(Path(tempfile.mkdtemp(prefix="nxc-bench-ssh-")), max(sizes)) as cluster:
+    with (
+        tempfile.TemporaryDirectory(prefix="nxc-bench-ssh-") as workdir,
+        SshdCluster(Path(workdir), max(sizes)) as cluster,
+    ):
         print(f"{max(sizes)} sshd nodes up (one per network namespace); median of {args.repeat}")
         for n in sizes:
             names = [node.name for node in cluster.nodes[:n]]

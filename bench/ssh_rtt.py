@@ -38,7 +38,10 @@ def timed(action: object, count: int) -> list[float]:
 def main() -> None:
     driver_n = int(sys.argv[1]) if len(sys.argv) > 1 else 200
     ssh_n = int(sys.argv[2]) if len(sys.argv) > 2 else 50
-    with SshdCluster(Path(tempfile.mkdtemp(prefix="nxc-bench-ssh-")), 1) as cluster:
+    with (
+        tempfile.TemporaryDirectory(prefix="nxc-bench-ssh-") as workdir,
+        SshdCluster(Path(workdir), 1) as cluster,
+    ):
         name = cluster.nodes[0].name
         settings = SshSettings(cluster.known_hosts, cluster.ssh_config)
         with SshTransport(name, settings) as transport:

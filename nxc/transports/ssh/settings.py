@@ -57,7 +57,8 @@ class SshSettings:
     ``keepalive_count`` seconds of silence. ``sessions_per_node`` bounds the commands
     running at once on one node (sshd's ``MaxSessions`` is 10 by default; one channel
     stays free for sftp and one for killing). ``kill_grace``: seconds between TERM
-    and KILL when a command is stopped.
+    and KILL when a command is stopped. ``extra``: more ``asyncssh.connect`` keyword
+    arguments (algorithms, ``agent_path``…), applied last.
     """
 
     known_hosts: tuple[Path, ...]
