@@ -14,6 +14,7 @@ import pytest
 from nxc.driver.machine import CommandFailed, ConnectionLost, Machine, WaitExpired
 from nxc.errors import StartError
 from nxc.log import Logger
+from nxc.runtime.node import Capability, CapabilityMissing
 from nxc.transports.ssh import (
     PowerHooks,
     SshNodeControl,
@@ -92,29 +93,41 @@ def test_unreachable_node_is_a_lost_connection_naming_it(sshd_cluster, tmp_path:
         assert machine.succeed("echo again") == "again\n"
 
 
-def test_start_waits_for_ssh_and_power_needs_hooks(sshd_cluster) -> None:  # type: ignore[no-untyped-def]
+def test_capabilities_follow_the_power_hooks(sshd_cluster) -> None:  # type: ignore[no-untyped-def]
     cluster: SshdCluster = sshd_cluster(1)
     node = cluster.nodes[0]
     settings = SshSettings(cluster.known_hosts, cluster.ssh_config)
     with SshTransport(node.name, settings) as transport:
-        control = SshNodeControl(transport)
+        bare = SshNodeControl(transport)
+        assert bare.capabilities == frozenset() and bare.flavour == "ssh"
+        machine = Machine("n1", "r", 1, bare, Logger())
+        for action in (machine.crash, machine.shutdown, machine.block):
+            with pytest.raises(CapabilityMissing, match=rf"{node.name}: .* on flavour ssh \("):
+                action()
         with pytest.raises(SshNodeUnsupported, match="shutdown"):
-            control.shutdown()
-        with pytest.raises(SshNodeUnsupported, match="crash"):
-            control.crash()
-        with pytest.raises(SshNodeUnsupported, match="block"):
-            control.block()
-        # A "power" hook that crashes the node; start() waits until ssh answers again.
+            bare.shutdown()
+        with pytest.raises(SshNodeUnsupported, match="pause"):
+            bare.pause()
+        # Hooks standing for the platform's power control: here they stop and start sshd
+        # (every process of the node's namespace dies, as in a power cut).
         hooks = PowerHooks(
             start=lambda timeout: cluster.start_node(node.name, wait=False),
+            shutdown=lambda timeout: cluster.stop_node(node.name),
             crash=lambda: cluster.stop_node(node.name),
         )
-        powered = SshNodeControl(transport, power=hooks)
+        powered = SshNodeControl(transport, power=hooks, flavour="rehearsal")
+        assert powered.capabilities == {Capability.POWER, Capability.CRASH}
         machine = Machine("n1", "r", 1, powered, Logger())
-        machine.crash()
-        assert not machine.is_up()
-        assert machine.succeed("echo rebooted") == "rebooted\n"  # start() through the hook
+        boot = powered.boot_id()
+        assert boot is not None and len(boot) == 36
+        assert machine.succeed("echo before") == "before\n"
+        machine.crash()  # the driver closes its transport here
+        assert not machine.is_up() and powered.boot_id() is None
+        assert machine.succeed("echo after") == "after\n"  # start() through the hook
         assert machine.is_up()
+        machine.shutdown()
+        machine.start()
+        assert machine.succeed("echo again") == "again\n"
         cluster.stop_node(node.name)
         with pytest.raises(StartError, match=f"{node.name}: not answering ssh after 1s"):
             SshNodeControl(transport).start(timeout=1)

@@ -44,6 +44,16 @@ class SshTransport:
     def connected(self) -> bool:
         return self.link.connected()
 
+    @property
+    def closed(self) -> bool:
+        return self.link.closed
+
+    def reopen(self) -> SshTransport:
+        """A new transport to the same node, sharing this one's loop and jump hosts."""
+        fresh = SshTransport(self.endpoint, self.hub.settings, hub=self.hub, loop=self.loop)
+        fresh._own_hub = self._own_hub
+        return fresh
+
     def run(self, command: str, timeout: float | None = None) -> CommandResult:
         """Run ``command`` with ``sh -c`` on the node; see the Transport protocol.
 
