@@ -8,9 +8,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from nxc.compat.execo import ExecoMissing, connection_params, deployment_hosts, execo_hosts
 from nxc.contracts.deployment import Deployment, Node
 from nxc.transports.ssh import SshEndpoint, SshSettings
+from nxc.transports.ssh.execo import ExecoMissing, connection_params, deployment_hosts, execo_hosts
 from tests.fixtures.sshd_netns import SshdCluster
 
 execo = pytest.importorskip("execo")  # a dev dependency: present in CI

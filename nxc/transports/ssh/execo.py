@@ -3,7 +3,7 @@
 For users with execo scripts: the nodes of a running deployment, or any ssh endpoints
 nxc knows, as execo hosts, plus the connection parameters to use with them::
 
-    from nxc.compat.execo import deployment_hosts
+    from nxc.transports.ssh.execo import deployment_hosts
     hosts, params = deployment_hosts(running)          # nxc.session.running(project)
     execo.Remote("uname -r", hosts, connection_params=params).run()
 

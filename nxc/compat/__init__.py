@@ -1,1 +1,0 @@
-"""Bridges to other tools' APIs, each behind an optional extra."""
