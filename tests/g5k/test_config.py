@@ -70,12 +70,10 @@ def test_bad_files(tmp_path: Path, content: str, problem: str) -> None:
 def test_missing_and_unreadable(tmp_path: Path) -> None:
     with pytest.raises(CredentialsError, match=r"no Grid'5000 credentials: write .*NXC_G5K_USER"):
         load_config(env={}, home=tmp_path)
-    with pytest.raises(
-        CredentialsError, match=re.escape("nope.yaml: cannot read the Grid'5000 config")
-    ):
+    with pytest.raises(CredentialsError, match=re.escape("nope.yaml: Grid'5000 config not found")):
         load_config(tmp_path / "nope.yaml", env={})
     (tmp_path / ".python-grid5000.yaml").mkdir()  # exists but cannot be read as a file
-    with pytest.raises(CredentialsError, match="cannot read the Grid'5000 config"):
+    with pytest.raises(CredentialsError, match="Grid'5000 config is a directory, not a file"):
         load_config(env={}, home=tmp_path)
     with pytest.raises(CredentialsError, match="NXC_G5K_PASSWORD is empty or missing"):
         load_config(env={"NXC_G5K_USER": "alice"}, home=tmp_path)

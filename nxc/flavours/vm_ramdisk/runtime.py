@@ -69,8 +69,10 @@ def tail(path: Path, lines: int = 20) -> str:
     return "\n".join(text.splitlines()[-lines:]) or "(no output)"
 
 
-def boot_failure(console: Path, qemu_log: Path) -> str:
-    """Why a VM stopped during boot: the kernel's panic line if any, then the tails."""
+def boot_failure(console: Path, qemu_log: Path, argv: list[str], status: int | None) -> str:
+    """Why a VM stopped during boot: the kernel's own words (the first panic or OOM
+    line, which sits far above the stack trace the console ends with), what QEMU
+    said, or — when neither said anything — the likeliest cause."""
     try:
         text = console.read_bytes()[-262144:].decode(errors="replace").replace("\r", "")
     except OSError:
@@ -82,7 +84,26 @@ def boot_failure(console: Path, qemu_log: Path) -> str:
     qemu_said = tail(qemu_log, 3)
     if qemu_said != "(no output)":
         parts.append(f"QEMU said: {qemu_said}")
-    return "; ".join(parts) or "QEMU exited"
+    if parts:
+        return "; ".join(parts)
+    memory = _argv_value(argv, "-m")
+    initrd = _argv_value(argv, "-initrd")
+    try:
+        initrd_mb = f"{Path(initrd).stat().st_size / 2**20:.0f} MiB" if initrd else "?"
+    except OSError:
+        initrd_mb = "?"
+    exited = f"QEMU exited (status {status})" if status is not None else "QEMU exited"
+    if not text.strip():
+        return (
+            f"{exited} before the kernel printed anything: with {memory} MiB of memory for a "
+            f"{initrd_mb} initrd the kernel cannot even unpack it (give the role more memory: "
+            "--memory)"
+        )
+    return f"{exited}; see the console log"
+
+
+def _argv_value(argv: list[str], flag: str) -> str | None:
+    return argv[argv.index(flag) + 1] if flag in argv[:-1] else None
 
 
 @dataclass
@@ -172,9 +193,10 @@ class VmNode:
                     self._save()
                     return Attempt.ok(self.last_boot_id or "")
         if not self.is_running():
+            status = self._process.returncode if self._process is not None else None
             raise StartError(
                 f"{self.name}: the VM stopped during boot: "
-                f"{boot_failure(self.files.console_log, self.files.qemu_log)}"
+                f"{boot_failure(self.files.console_log, self.files.qemu_log, self.argv, status)}"
             )
         return Attempt.not_yet(self.console_tail(3))
 
