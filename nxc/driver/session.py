@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING
 
 from nxc.driver.driver import Driver
 from nxc.driver.machine import Machine
+from nxc.errors import NxcError
 from nxc.log import log
+from nxc.runs import DRIVER_LOG_FILE
 
 if TYPE_CHECKING:
     from nxc.running import RunningDeployment
@@ -34,8 +36,18 @@ def open_driver(current: RunningDeployment, out_dir: Path | None = None) -> Iter
     extra = {"netem": netem, "deployment": current.deployment, "manifest": current.manifest}
     for problem in current.health():
         log.warning(problem)
-    driver = Driver(machines, log, out_dir or current.run.new_driver_dir(), extra)
+    session_dir = out_dir or current.run.new_driver_dir()
+    netem.report_dir = session_dir
+    # The run record keeps every driver session: its command line, and its whole log
+    # as JSON lines (replayed from the start, so it holds what came before too).
+    with contextlib.suppress(NxcError, ValueError):
+        where = session_dir.relative_to(current.run.directory)
+        current.run.add_command("driver", dir=str(where))
+    log_file = session_dir / DRIVER_LOG_FILE
+    log.attach_file(log_file)
+    driver = Driver(machines, log, session_dir, extra)
     try:
         yield driver
     finally:
         driver.release()
+        log.detach_file(log_file)
