@@ -528,6 +528,16 @@ def clean(project_dir: str | None) -> None:
         click.echo(line)
 
 
+def _register_records() -> None:
+    from nxc.records.cli import publish_cmd, reproduce_cmd, runs_cmd, verify_cmd
+
+    for command in (runs_cmd, publish_cmd, verify_cmd, reproduce_cmd):
+        cli.add_command(command)
+
+
+_register_records()
+
+
 def _register_optional_groups() -> None:
     try:
         from nxc.netem.cli import netem
