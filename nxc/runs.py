@@ -59,7 +59,11 @@ def parse_time(text: str) -> dt.datetime:
 
 def argv() -> list[str]:
     """This process's command line as a user typed it (``nxc start -r node=3``)."""
-    return [Path(sys.argv[0]).name, *sys.argv[1:]]
+    program = Path(sys.argv[0]).name
+    # `python -m nxc.cli …` is nxc too; a researcher's own script keeps its name.
+    if program in ("cli.py", "__main__.py", "nxc"):
+        program = "nxc"
+    return [program, *sys.argv[1:]]
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from nxc.driver.driver import Driver
 from nxc.driver.machine import Machine
 from nxc.errors import NxcError
+from nxc.fsutil import read_json
 from nxc.log import log
 from nxc.runs import DRIVER_LOG_FILE
 
@@ -29,9 +30,15 @@ def machines_of(current: RunningDeployment) -> list[Machine]:
 def open_driver(current: RunningDeployment, out_dir: Path | None = None) -> Iterator[Driver]:
     """A Driver whose scenario globals hold every node by name, ``netem`` and ``deployment``."""
     from nxc.netem import Netem, Topology
+    from nxc.netem.state import APPLIED_FILE
 
     machines = machines_of(current)
     topology = Topology.from_dict(current.manifest.topology) if current.manifest.topology else None
+    applied = current.project.current_dir / APPLIED_FILE
+    if applied.is_file():
+        # What nxc start --netem (or nxc netem apply) installed, not just the
+        # composition's: netem.validate() must check what is on the nodes.
+        topology = Topology.from_dict(read_json(applied), source=str(applied))
     netem = Netem(current.deployment, {m.name: m for m in machines}, topology)
     extra = {"netem": netem, "deployment": current.deployment, "manifest": current.manifest}
     for problem in current.health():

@@ -285,7 +285,7 @@ def _cross_check(archive: Archive, documents: dict[str, Any], problems: list[str
     deployment = documents.get("deployment.json")
     if isinstance(run, dict) and isinstance(deployment, dict):
         if deployment.get("id") != run.get("id"):
-            problems.append("deployment.json: its id is not the run's")
+            problems.append("deployment.json: its id differs from the run id in run.json")
         public = json.dumps(deployment)
         if "PRIVATE KEY" in public:
             problems.append("deployment.json: holds a private key")
