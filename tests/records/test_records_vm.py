@@ -24,7 +24,7 @@ from nxc.project import Project
 from nxc.records.secrets import scan_stream
 from nxc.runs import RunRecord
 from tests.conftest import run_nxc
-from tests.records.conftest import TOPOLOGY, VALIDATE_SCENARIO, Archives, FinishedRun, read_json
+from tests.records.conftest import VALIDATE_SCENARIO, Archives, FinishedRun, read_json
 
 pytestmark = [pytest.mark.vm, pytest.mark.nix]
 
@@ -110,7 +110,7 @@ def test_deployment_logs_and_driver_sessions(finished_run: FinishedRun) -> None:
     # The selftest images have no systemd: the record says so instead of a journal.
     assert run["logs"]["node2"]["journal"] == "none: the node has no systemd journal"
     topology = read_json(run_dir / "netem-topology.json")
-    assert isinstance(topology, dict) and topology["constraints"][0]["delay"] == "30ms"
+    assert isinstance(topology, dict) and topology["constraints"][0]["delay"] == "50ms"
 
     first, second = RunRecord(run_dir).driver_dirs()
     manifest = Manifest.load(run_dir / "manifest.json")
@@ -118,8 +118,8 @@ def test_deployment_logs_and_driver_sessions(finished_run: FinishedRun) -> None:
     report = read_json(first / "report.json")
     assert isinstance(report, dict) and report["success"] and report["script"] == "testScript"
     assert len(report["subtests"]) == 6
-    suite = ET.parse(first / "report.xml").getroot()
-    assert int(suite.get("tests") or suite[0].get("tests") or 0) == 6
+    cases = {c.get("name") for c in ET.parse(first / "report.xml").getroot().iter("testcase")}
+    assert {s["name"] for s in report["subtests"]} <= cases
     log = [json.loads(line) for line in (first / "log.jsonl").read_text().splitlines()]
     assert any(r["msg"] == "running testScript" for r in log)
     assert (second / "scenario.py").read_text() == VALIDATE_SCENARIO
@@ -127,7 +127,7 @@ def test_deployment_logs_and_driver_sessions(finished_run: FinishedRun) -> None:
     assert isinstance(validation, dict) and validation["nxc_netem_validation"] == 1
     assert validation["ok"] is True
     delayed = [p for p in validation["pairs"] if {p["src"], p["dst"]} == {"node1", "node2"}]
-    assert delayed and delayed[0]["rtt_median_ms"] >= 25
+    assert delayed and delayed[0]["rtt_median_ms"] >= 80
 
 
 def test_runs_lists_and_shows(finished_run: FinishedRun) -> None:
@@ -332,7 +332,6 @@ def test_reproduce_starts_the_same_deployment(
     assert (run_dir / "netem-topology.json").read_text() == (
         finished_run.run_dir / "netem-topology.json"
     ).read_text()
-    assert "30ms" in TOPOLOGY
     sessions = RunRecord(run_dir).driver_dirs()
     assert len(sessions) == 2
     assert all(json.loads((s / "report.json").read_text())["success"] for s in sessions)
