@@ -45,6 +45,16 @@ import yaml
 import nxc
 from nxc.errors import NxcError
 from nxc.records import secrets
+from nxc.records.closure import check_closure
+from nxc.records.layout import (
+    ARCHIVE_COMMENT,
+    CITATION,
+    CLOSURE,
+    CRATE,
+    GENERATED,
+    README,
+    SUMS,
+)
 from nxc.records.summary import duration_of, sessions
 from nxc.runs import RunRecord, parse_time
 
@@ -58,13 +68,6 @@ __all__ = [
     "start_command",
 ]
 
-SUMS = "SHA256SUMS"
-README = "README.md"
-CITATION = "CITATION.cff"
-CRATE = "ro-crate-metadata.json"
-CLOSURE = "closure.nar"
-GENERATED = (README, CITATION, CRATE, SUMS)
-ARCHIVE_COMMENT = "nxc-archive 1 sha256sums={digest}"
 PROCESS_RUN_CRATE = "https://w3id.org/ro/wfrun/process/0.5"
 _EPOCH_MIN = (1980, 1, 1, 0, 0, 0)  # the earliest time a ZIP entry can hold
 
@@ -536,8 +539,6 @@ def publish(
             closure_problems = closure_findings(closure)
             if closure_problems:
                 raise _refusal(closure_problems)
-            from nxc.records.verify import check_closure
-
             with open(closure, "rb") as handle:
                 problems, closure_paths = check_closure(
                     handle, _json_of(directory / "store-paths.json")

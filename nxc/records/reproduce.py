@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from nxc.errors import NxcError
-from nxc.records.publish import CLOSURE
+from nxc.records.layout import CLOSURE
 from nxc.records.verify import Archive, open_archive, verify
 
 __all__ = ["ReproduceError", "Reproduced", "ScenarioOutcome", "reproduce"]
