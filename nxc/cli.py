@@ -192,7 +192,10 @@ def build(
     manifest = Manifest.load(result.manifest)
     buildopts.check_setup_used(plan, manifest, project.root)
     project.ensure_state_dir()
-    project.record_build(manifest.flavour, result.to_record())
+    from nxc.runs import argv
+
+    # The command goes with the build: run records say how their images were built.
+    project.record_build(manifest.flavour, {**result.to_record(), "command": argv()})
     click.echo(f"built {output}: {result.out_path}")
     for role in manifest.roles.values():
         click.echo(f"  role {role.name}: {role.quantity} node(s) by default")
@@ -393,6 +396,7 @@ def _run_driver(current: Any, script: Path | None, interactive: bool = False) ->
                 composition = current.manifest.composition
                 raise NxcError(f"the composition '{composition}' has no testScript")
             name = "testScript"
+        current.run.save_scenario(driver.out_dir, text)
         ok = driver.run_script(text, name)
         click.echo(f"report: {driver.out_dir / 'report.json'} and report.xml", err=True)
         return 0 if ok else 1
@@ -522,6 +526,16 @@ def clean(project_dir: str | None) -> None:
         done = session.clean(project)
     for line in done:
         click.echo(line)
+
+
+def _register_records() -> None:
+    from nxc.records.cli import publish_cmd, reproduce_cmd, runs_cmd, verify_cmd
+
+    for command in (runs_cmd, publish_cmd, verify_cmd, reproduce_cmd):
+        cli.add_command(command)
+
+
+_register_records()
 
 
 def _register_optional_groups() -> None:

@@ -90,6 +90,15 @@ class BuildResult:
     inputs: dict[str, dict[str, Any]] = field(default_factory=dict)
     nix_version: str | None = None
     built_at: str = ""
+    # What run records need to rebuild it: the lock nix used (flake.lock's
+    # content), the flake's own source as nix copied it to the store, its NAR
+    # hash, and the extra nix arguments and build-time values.
+    lock: dict[str, Any] | None = None
+    source_path: str | None = None
+    source_nar_hash: str | None = None
+    nix_args: tuple[str, ...] = ()
+    parameters: dict[str, Any] | None = None
+    setup: dict[str, Any] | None = None
 
     def to_record(self) -> dict[str, Any]:
         """The JSON-able record the project keeps of this build."""
@@ -104,6 +113,12 @@ class BuildResult:
             "inputs": self.inputs,
             "nix_version": self.nix_version,
             "built_at": self.built_at,
+            "lock": self.lock,
+            "source_path": self.source_path,
+            "source_nar_hash": self.source_nar_hash,
+            "nix_args": list(self.nix_args),
+            "parameters": self.parameters,
+            "setup": self.setup,
         }
 
 
@@ -529,16 +544,24 @@ def locked_inputs(
     return _locked_inputs(flake_dir, extra_args)
 
 
-def _locked_inputs(
-    flake_dir: Path, extra_args: Sequence[str] = ()
-) -> tuple[str | None, dict[str, dict[str, Any]]]:
+def flake_metadata(flake_dir: Path, extra_args: Sequence[str] = ()) -> dict[str, Any] | None:
+    """``nix flake metadata --json`` of a local flake, or None if nix could not say."""
     args = ["flake", "metadata", "--json", *_metadata_args(extra_args), flake_ref(flake_dir)]
     run = run_nix(args, cwd=flake_dir)
     if run.returncode != 0:
-        return None, {}
+        return None
     try:
         meta = json.loads(run.stdout)
     except json.JSONDecodeError:
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+def _locked_inputs(
+    flake_dir: Path, extra_args: Sequence[str] = (), meta: dict[str, Any] | None = None
+) -> tuple[str | None, dict[str, dict[str, Any]]]:
+    meta = meta if meta is not None else flake_metadata(flake_dir, extra_args)
+    if meta is None:
         return None, {}
     nodes = meta.get("locks", {}).get("nodes", {})
     root = meta.get("locks", {}).get("root", "root")
@@ -629,7 +652,10 @@ def build(
         )
     if progress is not None:
         progress("reading the flake's locked inputs")
-    locked_url, inputs = _locked_inputs(flake_dir, extra_args)
+    meta = flake_metadata(flake_dir, extra_args) or {}
+    locked_url, inputs = _locked_inputs(flake_dir, extra_args, meta)
+    locks = meta.get("locks")
+    locked = meta.get("locked")
     return BuildResult(
         output=output,
         flake=flake_dir,
@@ -641,4 +667,14 @@ def build(
         inputs=inputs,
         nix_version=nix_version(),
         built_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        lock=locks if isinstance(locks, dict) else None,
+        source_path=str(meta["path"]) if isinstance(meta.get("path"), str) else None,
+        source_nar_hash=(
+            str(locked["narHash"])
+            if isinstance(locked, dict) and isinstance(locked.get("narHash"), str)
+            else None
+        ),
+        nix_args=tuple(extra_args),
+        parameters=parameters or None,
+        setup={"variant": setup.variant, "params": setup.params} if setup else None,
     )

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 import shutil
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -35,8 +36,10 @@ from nxc.fsutil import atomic_write, private_dir, read_json, write_state
 from nxc.keys import generate_key, known_hosts_line
 from nxc.ledger import BUILTIN_KINDS, Kind, ReleaseReport, Resource
 from nxc.project import Project
+from nxc.records.gather import record_build, record_node_logs
+from nxc.records.host import host_facts
 from nxc.running import CURRENT_VERSION, RunningDeployment, running
-from nxc.runs import RunRecord
+from nxc.runs import PhaseClock, RunRecord, now
 from nxc.runtime import registry
 from nxc.runtime.contract import Progress, Runtime, RuntimeContext, RuntimeState
 from nxc.runtime.options import FlavourOptions, resolve_options
@@ -136,7 +139,9 @@ def start(
     """
     request = request or StartRequest()
     say = progress or (lambda _msg: None)
+    checked_at, t0 = now(), time.monotonic()
     prepared = prepare(project, manifest, request)
+    check_seconds = time.monotonic() - t0
     runtime = prepared.runtime
     project.ensure_state_dir()
     if project.current_dir.exists() or project.ledger.exists():
@@ -154,9 +159,19 @@ def start(
         options=prepared.options.as_dict(),
         roles=prepared.quantities,
         ready_timeout=request.ready_timeout,
+        request={
+            "roles": dict(request.overrides),
+            "options": _jsonable(request.options),
+            "ready_timeout": request.ready_timeout,
+            "netem": "netem-topology.json" if request.topology is not None else None,
+            "composition_topology": request.composition_topology,
+        },
+        host=host_facts(),
     )
+    clock = PhaseClock(run)
+    clock.add("check", checked_at, check_seconds)
     try:
-        current = _start(project, manifest, request, prepared, deployment_id, run, say)
+        current = _start(project, manifest, request, prepared, deployment_id, run, clock, say)
     except BaseException as exc:
         with shielded():
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -167,6 +182,17 @@ def start(
     return current
 
 
+def _jsonable(value: Any) -> Any:
+    """Flavour options as given (tuples from the command line become lists)."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
+
+
 def _start(
     project: Project,
     manifest: Manifest,
@@ -174,6 +200,7 @@ def _start(
     prepared: Prepared,
     deployment_id: str,
     run: RunRecord,
+    clock: PhaseClock,
     say: Progress,
 ) -> RunningDeployment:
     runtime = prepared.runtime
@@ -192,23 +219,27 @@ def _start(
             "flavour": runtime.name,
         },
     )
-    run.write_json("manifest.json", manifest.raw)
+    with clock.phase("record"):
+        say("recording the build's inputs and store paths")
+        run.write_json("manifest.json", manifest.raw)
+        record_build(project, manifest, run)
 
-    client = generate_key(project.keys_dir / "id_ed25519", f"nxc-{deployment_id}")
-    deployment = expand(
-        manifest,
-        prepared.quantities,
-        deployment_id,
-        [client.public_text],
-        created_at=run.load().get("started_at"),
-    )
-    host_keys: dict[str, Path] = {}
-    nodes = []
-    for node in deployment.nodes:
-        pair = generate_key(project.keys_dir / "hosts" / node.name, f"{node.name}-host")
-        host_keys[node.name] = pair.private
-        nodes.append(replace(node, host_key=pair.public_text))
-    deployment = replace(deployment, nodes=nodes)
+    with clock.phase("expand"):
+        client = generate_key(project.keys_dir / "id_ed25519", f"nxc-{deployment_id}")
+        deployment = expand(
+            manifest,
+            prepared.quantities,
+            deployment_id,
+            [client.public_text],
+            created_at=run.load().get("started_at"),
+        )
+        host_keys: dict[str, Path] = {}
+        nodes = []
+        for node in deployment.nodes:
+            pair = generate_key(project.keys_dir / "hosts" / node.name, f"{node.name}-host")
+            host_keys[node.name] = pair.private
+            nodes.append(replace(node, host_key=pair.public_text))
+        deployment = replace(deployment, nodes=nodes)
 
     ctx = RuntimeContext(
         project=project,
@@ -222,19 +253,23 @@ def _start(
         state=RuntimeState(project.runtime_file, runtime.name),
         ready_timeout=request.ready_timeout,
         progress=say,
+        begin_phase=clock.begin,
     )
-    deployment = runtime.acquire(ctx, deployment)
-    known = [
-        known_hosts_line(n.ssh_host, n.ssh_port, n.host_key)
-        for n in deployment.nodes
-        if n.ssh_host and n.host_key
-    ]
-    atomic_write(project.keys_dir / "known_hosts", "\n".join(known) + "\n", 0o600)
-    atomic_write(project.deployment_file, deployment.to_json(), 0o600)
-    # The deployment holds public keys only: it belongs in the record as it is.
-    run.write("deployment.json", deployment.to_json())
+    with clock.phase("acquire"):
+        deployment = runtime.acquire(ctx, deployment)
+        known = [
+            known_hosts_line(n.ssh_host, n.ssh_port, n.host_key)
+            for n in deployment.nodes
+            if n.ssh_host and n.host_key
+        ]
+        atomic_write(project.keys_dir / "known_hosts", "\n".join(known) + "\n", 0o600)
+        atomic_write(project.deployment_file, deployment.to_json(), 0o600)
+        # The deployment holds public keys only: it belongs in the record as it is.
+        run.write("deployment.json", deployment.to_json())
 
-    runtime.launch(ctx, deployment)
+    # A runtime that calls ctx.begin_phase("ready") splits this into launch + ready.
+    with clock.phase("launch"):
+        runtime.launch(ctx, deployment)
     current = RunningDeployment(project, deployment, manifest, run)
     topology = prepared.topology
     if topology is None and request.composition_topology and manifest.topology:
@@ -244,10 +279,22 @@ def _start(
     if topology is not None:
         from nxc.netem.state import apply_topology, session_from_running
 
-        say("applying the network topology")
-        apply_topology(session_from_running(current), topology)
-        run.write_json("netem-topology.json", topology.to_dict())
-    run.mark("running", facts=ctx.facts, nodes=[n.name for n in deployment.nodes])
+        with clock.phase("netem"):
+            say("applying the network topology")
+            apply_topology(session_from_running(current), topology)
+            run.write_json("netem-topology.json", topology.to_dict())
+    host = dict(run.load().get("host") or host_facts())
+    host["accelerator"] = ctx.facts.get("accelerator")
+    extra: dict[str, Any] = {}
+    if isinstance(ctx.facts.get("grid5000"), dict):
+        extra["grid5000"] = ctx.facts["grid5000"]
+    run.mark(
+        "running",
+        facts=_jsonable(ctx.facts),
+        nodes=[n.name for n in deployment.nodes],
+        host=host,
+        **extra,
+    )
     return current
 
 
@@ -275,6 +322,8 @@ def stop(
     say = progress or (lambda _msg: None)
     ledger = project.ledger
     with shielded():
+        if mark_run:
+            _record_stop(project, say)
         entries, bad = ledger.read()
         damaged = bool(bad) or (not ledger.exists() and project.current_dir.exists())
         flavours = _flavours_in_play(project, entries)
@@ -306,6 +355,21 @@ def stop(
             with contextlib.suppress(StateError, OSError):
                 RunRecord(run_dir).mark("stopped")
     return report
+
+
+def _record_stop(project: Project, say: Progress) -> None:
+    """Before anything goes: note the stop and save the nodes' journals in the run
+    record. Best effort with bounded waits: a record must never block a stop."""
+    if not project.deployment_file.exists():
+        return
+    try:
+        current = running(project)
+    except NxcError:
+        return
+    with contextlib.suppress(NxcError):
+        current.run.add_command("stop")
+        say("saving the nodes' logs in the run record")
+        record_node_logs(current)
 
 
 def clean(project: Project, progress: Progress | None = None) -> list[str]:

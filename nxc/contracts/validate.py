@@ -19,6 +19,11 @@ DOCUMENT_KINDS: dict[str, tuple[str, tuple[int, ...]]] = {
     "manifest": ("nxc_manifest", (1,)),
     "deployment": ("nxc_deployment", (1,)),
     "topology": ("nxc_topology", (1,)),
+    # Run records (nxc/runs.py, nxc/records/).
+    "run": ("nxc_run", (1,)),
+    "inputs": ("nxc_inputs", (1,)),
+    "store-paths": ("nxc_store_paths", (1,)),
+    "report": ("nxc_report", (1,)),
 }
 
 

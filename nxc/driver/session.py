@@ -9,7 +9,10 @@ from typing import TYPE_CHECKING
 
 from nxc.driver.driver import Driver
 from nxc.driver.machine import Machine
+from nxc.errors import NxcError
+from nxc.fsutil import read_json
 from nxc.log import log
+from nxc.runs import DRIVER_LOG_FILE
 
 if TYPE_CHECKING:
     from nxc.running import RunningDeployment
@@ -27,15 +30,31 @@ def machines_of(current: RunningDeployment) -> list[Machine]:
 def open_driver(current: RunningDeployment, out_dir: Path | None = None) -> Iterator[Driver]:
     """A Driver whose scenario globals hold every node by name, ``netem`` and ``deployment``."""
     from nxc.netem import Netem, Topology
+    from nxc.netem.state import APPLIED_FILE
 
     machines = machines_of(current)
     topology = Topology.from_dict(current.manifest.topology) if current.manifest.topology else None
+    applied = current.project.current_dir / APPLIED_FILE
+    if applied.is_file():
+        # What nxc start --netem (or nxc netem apply) installed, not just the
+        # composition's: netem.validate() must check what is on the nodes.
+        topology = Topology.from_dict(read_json(applied), source=str(applied))
     netem = Netem(current.deployment, {m.name: m for m in machines}, topology)
     extra = {"netem": netem, "deployment": current.deployment, "manifest": current.manifest}
     for problem in current.health():
         log.warning(problem)
-    driver = Driver(machines, log, out_dir or current.run.new_driver_dir(), extra)
+    session_dir = out_dir or current.run.new_driver_dir()
+    netem.report_dir = session_dir
+    # The run record keeps every driver session: its command line, and its whole log
+    # as JSON lines (replayed from the start, so it holds what came before too).
+    with contextlib.suppress(NxcError, ValueError):
+        where = session_dir.relative_to(current.run.directory)
+        current.run.add_command("driver", dir=str(where))
+    log_file = session_dir / DRIVER_LOG_FILE
+    log.attach_file(log_file)
+    driver = Driver(machines, log, session_dir, extra)
     try:
         yield driver
     finally:
         driver.release()
+        log.detach_file(log_file)

@@ -300,6 +300,9 @@ class Netem:
         self._tools: dict[str, NodeTools] = {}
         self._installed: dict[str, tcgen.NodePlan] = {}
         self._lock = threading.Lock()
+        # Where validate() writes its JSON report when not told (the driver sets the
+        # session's run-record directory, so every validation lands in the record).
+        self.report_dir: Path | None = None
 
     # -- public API -------------------------------------------------------
 
@@ -394,6 +397,11 @@ class Netem:
         """
         from nxc.netem.validate import validate
 
+        if kwargs.get("report") is None and self.report_dir is not None:
+            n = 1
+            while (self.report_dir / f"netem-validation-{n}.json").exists():
+                n += 1
+            kwargs["report"] = self.report_dir / f"netem-validation-{n}.json"
         return validate(self.deployment, self.machines, self.topology, **kwargs)
 
     def probe(self) -> dict[str, dict[str, str]]:

@@ -119,7 +119,14 @@ class RuntimeContext:
     ready_timeout: float = 180.0
     progress: Progress = field(default=lambda _msg: None)
     # Free-form facts a runtime wants in the run record (accelerator, job ids…).
+    # ``facts["accelerator"]`` goes to the record's host facts; ``facts["grid5000"]``
+    # = {"jobs": [{"site", "id", "name"?, "walltime"?, "started_at"?, "nodes"?}],
+    # "sites", "clusters", "nodes"} to its Grid'5000 section (schema run-1.json).
     facts: dict[str, Any] = field(default_factory=dict)
+    # Times the start's phases: ``launch`` calls ``begin_phase("ready")`` when its
+    # nodes are launched and it starts waiting for their ready lines, so that the
+    # run record times launching and booting apart.
+    begin_phase: Callable[[str], None] = field(default=lambda _name: None)
 
     def say(self, message: str) -> None:
         self.progress(message)

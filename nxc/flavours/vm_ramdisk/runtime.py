@@ -458,6 +458,7 @@ class VmRamdiskRuntime(RuntimeBase):
         ctx.state.save(state)
         ctx.say(f"booting {len(vms)} VMs ({state['accel']})")
         each(VmNode.launch, vms, "starting QEMU", label=lambda vm: vm.name, workers=16)
+        ctx.begin_phase("ready")
         wait_all_ready(vms, ctx.ready_timeout, ctx.progress)
 
     def nodes(self, project: Project, deployment: Deployment) -> dict[str, VmNode]:
