@@ -2,8 +2,8 @@
 # Returns { artifacts; config; system }: artifacts in the manifest's per-role
 # form, set by the flavour module through `nxc.artifacts`.
 # `nodes` (every role's configuration, as NixOS Compose and NixOS tests give it) is
-# a module argument of every role.
-{ nixpkgs, system, flavour, composition, role, agent, extraModules ? [ ], nodes ? { } }:
+# a module argument of every role; `metrics` is the nxc-metrics sampler (see agent.nix).
+{ nixpkgs, system, flavour, composition, role, agent, metrics ? null, extraModules ? [ ], nodes ? { } }:
 let
   nixosSystem =
     if nixpkgs ? lib && nixpkgs.lib ? nixosSystem then nixpkgs.lib.nixosSystem
@@ -27,6 +27,7 @@ let
         nxc = { composition = composition.name; role = role.name; inherit flavour; };
         nxc.agent.source = agent;
         _module.args.nodes = nodes;
+        nxc.agent.metricsSource = metrics;
       }
     ] ++ composition.common ++ extraModules ++ role.modules;
   };

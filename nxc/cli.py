@@ -12,6 +12,7 @@ import click
 
 from nxc import __version__
 from nxc.errors import NxcError
+from nxc.monitor.cli import monitor_options, monitor_settings
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
@@ -328,6 +329,7 @@ def _param_name(option: str) -> str:
 @click.option(
     "--no-netem", is_flag=True, help="Do not apply the composition's own topology at start."
 )
+@monitor_options
 @click.pass_context
 def start(
     ctx: click.Context,
@@ -341,6 +343,8 @@ def start(
     timeout: float,
     netem_file: Path | None,
     no_netem: bool,
+    no_monitor: bool,
+    monitor_interval: float,
     **_flavour_options: Any,
 ) -> None:
     """Start the built composition and wait until every node is ready.
@@ -350,10 +354,12 @@ def start(
       nxc start -r node=3              # 3 nodes of role 'node'
       nxc start -r server=1 -r client=4 -t
       nxc start --memory 512 --cpus server=2 -I
+      nxc start -t --monitor-interval 0.5   # scrape metrics twice a second
     """
     from nxc import session
     from nxc.expand import parse_role_overrides
 
+    monitor = monitor_settings(no_monitor, monitor_interval)
     project = _project(project_dir)
     manifest = session.manifest_for(project, flavour, manifest_path)
     request = session.StartRequest(
@@ -370,16 +376,18 @@ def start(
     if netem_file is not None or (manifest.topology and not no_netem):
         click.echo("network topology applied (nxc netem show)")
     if run_test:
-        sys.exit(_run_driver(current, script=None))
+        sys.exit(_run_driver(current, script=None, monitor=monitor))
     if interactive:
-        _run_driver(current, script=None, interactive=True)
+        _run_driver(current, script=None, interactive=True, monitor=monitor)
 
 
-def _run_driver(current: Any, script: Path | None, interactive: bool = False) -> int:
+def _run_driver(
+    current: Any, script: Path | None, interactive: bool = False, monitor: Any = None
+) -> int:
     """Run SCRIPT, else the composition's testScript, else (interactive) the shell."""
     from nxc.driver.session import open_driver
 
-    with open_driver(current) as driver:
+    with open_driver(current, monitor=monitor) as driver:
         if interactive:
             from nxc.driver.shell import interactive_shell
 
@@ -406,7 +414,14 @@ def _run_driver(current: Any, script: Path | None, interactive: bool = False) ->
 @project_option
 @click.option("-t", "--test", "run_test", is_flag=True, help="Run the composition's testScript.")
 @click.argument("script", required=False, type=click.Path(path_type=Path))
-def driver(project_dir: str | None, run_test: bool, script: Path | None) -> None:
+@monitor_options
+def driver(
+    project_dir: str | None,
+    run_test: bool,
+    script: Path | None,
+    no_monitor: bool,
+    monitor_interval: float,
+) -> None:
     """Drive the running nodes: a shell, the testScript (-t) or a SCRIPT file.
 
     Script mode exits non-zero when the scenario fails and writes report.json and
@@ -417,16 +432,18 @@ def driver(project_dir: str | None, run_test: bool, script: Path | None) -> None
       nxc driver                 # ptpython shell, every node bound by name
       nxc driver -t              # the composition's testScript
       nxc driver scenario.py
+      nxc driver -t --no-monitor # without scraping metrics
     """
     from nxc.running import running
 
+    monitor = monitor_settings(no_monitor, monitor_interval)
     current = running(_project(project_dir))
     if run_test and script is not None:
         raise NxcError("give either -t or a SCRIPT, not both")
     if not run_test and script is None:
-        _run_driver(current, script=None, interactive=True)
+        _run_driver(current, script=None, interactive=True, monitor=monitor)
         return
-    sys.exit(_run_driver(current, script=script))
+    sys.exit(_run_driver(current, script=script, monitor=monitor))
 
 
 @cli.command()
@@ -536,6 +553,16 @@ def _register_records() -> None:
 
 
 _register_records()
+
+
+def _register_monitoring() -> None:
+    from nxc.monitor.cli import monitor_cmd, report_cmd
+
+    cli.add_command(monitor_cmd)
+    cli.add_command(report_cmd)
+
+
+_register_monitoring()
 
 
 def _register_optional_groups() -> None:

@@ -45,6 +45,8 @@ let
 
   nxcRoot = ../..;
   agent = nxcRoot + "/nxc/agent/nxc-agent";
+  # The /proc sampler in the Prometheus text format, for images without node_exporter.
+  metrics = nxcRoot + "/nxc/agent/nxc-metrics";
   selftestDir = nxcRoot + "/nix/selftest";
 
   supported = {
@@ -69,8 +71,9 @@ in
 , parameters ? { }
 , extraModules ? [ ]
   # For imageKind "selftest": the function building one role's kernel+initrd
-  # ({ system, name, role, agent } -> derivation with kernel, initrd,
-  # kernel-params); default nix/selftest.
+  # ({ system, name, role, agent, metrics? } -> derivation with kernel, initrd,
+  # kernel-params); default nix/selftest. `metrics` (the nxc-metrics sampler) is
+  # passed only to builders that declare it.
 , selftestBuilder ? null
   # NixOS Compose's arguments.
 , setup ? null
@@ -174,7 +177,7 @@ let
     import ../nixos.nix {
       nixpkgs = requireNixpkgs;
       flavour = man.canonicalFlavour flavourName;
-      inherit system agent;
+      inherit system agent metrics;
       extraModules = moduleExtras;
       composition = normalisedFor cname flavourName;
       inherit role;
@@ -194,7 +197,9 @@ let
         if selftestBuilder != null then selftestBuilder
         else if builtins.pathExists (selftestDir + "/default.nix") then import selftestDir
         else util.fail "lib.compose" "nix/selftest/default.nix is missing from this nxc checkout";
-      drv = builder { inherit system agent; name = "${c.name}-${role.name}"; role = role.selftest; };
+      args = { inherit system agent; name = "${c.name}-${role.name}"; role = role.selftest; }
+        // (if (builtins.functionArgs builder) ? metrics then { inherit metrics; } else { });
+      drv = builder args;
     in {
       kernel = "${drv}/kernel";
       initrd = "${drv}/initrd";

@@ -8,6 +8,12 @@ let
     install -Dm755 ${cfg.source} $out/bin/nxc-agent
     patchShebangs $out/bin/nxc-agent
   '';
+  metrics = pkgs.runCommand "nxc-metrics" { } ''
+    install -Dm755 ${cfg.metricsSource} $out/bin/nxc-metrics
+    patchShebangs $out/bin/nxc-metrics
+  '';
+  # The driver scrapes node_exporter when it answers on :9100, else nxc-metrics.
+  needsSampler = cfg.metricsSource != null && !config.services.prometheus.exporters.node.enable;
 in
 {
   options.nxc.agent = {
@@ -15,6 +21,11 @@ in
     source = lib.mkOption {
       type = lib.types.path;
       description = "The agent script (nxc/agent/nxc-agent in the nxc source).";
+    };
+    metricsSource = lib.mkOption {
+      type = lib.types.nullOr lib.types.path;
+      default = null;
+      description = "The nxc-metrics sampler (nxc/agent/nxc-metrics), installed when the role runs no node_exporter.";
     };
     extraArgs = lib.mkOption {
       type = lib.types.listOf lib.types.str;
@@ -24,6 +35,9 @@ in
   };
 
   config = lib.mkIf cfg.enable {
+    # awk is all nxc-metrics needs besides sh.
+    environment.systemPackages = lib.optionals needsSampler [ metrics pkgs.gawk ];
+
     systemd.services.nxc-agent = {
       description = "nxc agent: set this node up from the deployment";
       wantedBy = [ "multi-user.target" ];

@@ -1,8 +1,9 @@
 #!/bin/sh
 # Builder of nix/selftest/default.nix: one role's kernel + initrd from host packages.
 #
-# Inputs (derivation attributes, in the environment): out, agent, roleName, startup,
-# packages (newline-separated absolute paths), kernelVersion (may be empty).
+# Inputs (derivation attributes, in the environment): out, agent, metrics (may be
+# empty), roleName, startup, packages (newline-separated absolute paths), kernelVersion
+# (may be empty).
 # Runs as a Nix build user with /bin/sh and the host's tools; writes
 #   $out/kernel  $out/initrd  $out/kernel-params  $out/info.json
 set -eu
@@ -296,6 +297,12 @@ EOF
 
 install_file "$agent" /usr/bin/nxc-agent
 chmod 755 "$R/usr/bin/nxc-agent"
+# The metrics sampler the driver scrapes (Debian's prometheus-node-exporter runs here
+# too, but costs 5 MB of initrd, ~16 MB of RAM and 2-3x the guest CPU per scrape).
+if [ -n "${metrics:-}" ]; then
+	install_file "$metrics" /usr/bin/nxc-metrics
+	chmod 755 "$R/usr/bin/nxc-metrics"
+fi
 if [ -n "${startup:-}" ]; then
 	printf '%s\n' "$startup" >"$R/etc/nxc/startup"
 	chmod 755 "$R/etc/nxc/startup"

@@ -4,6 +4,7 @@
 #   import ./nix/selftest {
 #     name = "demo-server";                      # derivation name suffix
 #     agent = ./nxc/agent/nxc-agent;             # the node agent (a path: copied to the store)
+#     metrics = ./nxc/agent/nxc-metrics;         # optional: the /proc metrics sampler
 #     role = {
 #       startup = "busybox httpd -p 80 -h /srv";  # shell text run once the agent is ready
 #       packages = [ "/usr/bin/socat" ];           # extra host files (with their libraries)
@@ -18,7 +19,7 @@
 # it is NOT reproducible (its inputs are whatever the host has installed). In an impure
 # evaluation a fingerprint of the host's package database is one of its inputs, so that
 # upgrading a host package rebuilds it; a pure evaluation (flakes) cannot read it.
-{ system ? "x86_64-linux", name, role ? { }, agent }:
+{ system ? "x86_64-linux", name, role ? { }, agent, metrics ? null }:
 let
   toStr = v: if builtins.isString v then v else toString v;
   packages = map toStr (role.packages or [ ]);
@@ -40,6 +41,7 @@ builtins.derivation {
   builder = "/bin/sh";
   args = [ ./build.sh ];
   inherit agent startup hostFingerprint;
+  metrics = if metrics == null then "" else metrics;
   roleName = role.name or name;
   packages = builtins.concatStringsSep "\n" packages;
   kernelVersion = role.kernel_version or "";

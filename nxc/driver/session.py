@@ -1,4 +1,4 @@
-"""Open a driver on the running deployment: one Machine per node, plus netem."""
+"""Open a driver on the running deployment: one Machine per node, plus netem and monitor."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from nxc.log import log
 from nxc.runs import DRIVER_LOG_FILE
 
 if TYPE_CHECKING:
+    from nxc.monitor.hook import MonitorOptions
     from nxc.running import RunningDeployment
 
 
@@ -27,8 +28,20 @@ def machines_of(current: RunningDeployment) -> list[Machine]:
 
 
 @contextlib.contextmanager
-def open_driver(current: RunningDeployment, out_dir: Path | None = None) -> Iterator[Driver]:
-    """A Driver whose scenario globals hold every node by name, ``netem`` and ``deployment``."""
+def open_driver(
+    current: RunningDeployment,
+    out_dir: Path | None = None,
+    *,
+    monitor: MonitorOptions | None = None,
+) -> Iterator[Driver]:
+    """A Driver whose scenario globals hold every node by name, ``netem``, ``monitor``
+    and ``deployment``.
+
+    ``monitor``: scrape every node in the background while the driver is open (default:
+    every second; ``MonitorOptions(enabled=False)`` for none) into the run's
+    ``metrics.sqlite``.
+    """
+    from nxc.monitor.hook import monitoring
     from nxc.netem import Netem, Topology
     from nxc.netem.state import APPLIED_FILE
 
@@ -54,7 +67,11 @@ def open_driver(current: RunningDeployment, out_dir: Path | None = None) -> Iter
     log.attach_file(log_file)
     driver = Driver(machines, log, session_dir, extra)
     try:
-        yield driver
+        with monitoring(
+            current.run_dir, machines, monitor, deployment_id=current.deployment.id, logger=log
+        ) as watch:
+            driver.extra_globals["monitor"] = watch
+            yield driver
     finally:
         driver.release()
         log.detach_file(log_file)

@@ -1,0 +1,105 @@
+"""``nxc report``: PNG plots and one self-contained HTML page for a run.
+
+The page embeds its plots as ``data:`` URIs and its style inline: it loads nothing from
+anywhere, so it opens from a file (or an e-mail, or an archive) without a server.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from nxc import __version__
+from nxc.monitor.hook import METRICS_FILE
+from nxc.monitor.live import human_bytes
+from nxc.monitor.rundata import RunData, load_run
+from nxc.project import atomic_write
+
+__all__ = ["REPORT_DIR", "ReportFiles", "render_html", "write_report"]
+
+REPORT_DIR = "report"
+_TITLES = {
+    "cpu.png": "CPU busy per node",
+    "memory.png": "Memory in use per node",
+    "network.png": "Network throughput per node",
+}
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    html: Path
+    images: list[Path]
+
+
+def _fmt_time(epoch: float) -> str:
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%H:%M:%S.%f")[:-3] + " UTC"
+
+
+def render_html(data: RunData, images: list[Path]) -> str:
+    """The report page for ``data`` with ``images`` embedded."""
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(Path(__file__).parent),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    template = environment.get_template("report.html.j2")
+    plots = [
+        {
+            "name": path.name,
+            "title": _TITLES.get(path.name, path.stem),
+            "data": base64.b64encode(path.read_bytes()).decode("ascii"),
+        }
+        for path in images
+    ]
+    store = data.store
+    summaries = data.summaries
+    context: dict[str, Any] = {
+        "version": __version__,
+        "run_id": data.run_dir.name,
+        "composition": data.composition,
+        "nodes": data.nodes,
+        "start": data.start,
+        "end": data.end,
+        "generated": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "scenario": data.scenario,
+        "subtests": data.subtests,
+        "summaries": summaries,
+        "interval": data.interval,
+        "total_samples": sum(s.samples for s in summaries),
+        "metrics_file": METRICS_FILE,
+        "metrics_size": human_bytes(store.size()) if store is not None else "-",
+        "gaps": data.gaps,
+        "marks": data.marks,
+        "plots": plots,
+        "netem": data.netem,
+        "driver_log": data.driver_log,
+        "node_log": data.node_log,
+        "consoles": data.consoles,
+        "fmt_time": _fmt_time,
+    }
+    return template.render(context)
+
+
+def write_report(run_dir: Path, out_dir: Path | None = None) -> ReportFiles:
+    """Write the plots and ``index.html`` of the run in ``run_dir`` (default output:
+    ``run_dir/report/``)."""
+    from nxc.monitor.plots import plot_all  # matplotlib: only when a report is made
+
+    target = out_dir if out_dir is not None else run_dir / REPORT_DIR
+    data = load_run(run_dir)
+    try:
+        images = plot_all(data, target)
+        html = render_html(data, images)
+    finally:
+        data.close()
+    target.mkdir(parents=True, exist_ok=True)
+    page = target / "index.html"
+    atomic_write(page, html)
+    return ReportFiles(page, images)

@@ -1,0 +1,235 @@
+"""Everything a report shows about one run, read from its directory.
+
+A run directory (``.nxc/runs/<deployment id>/``) holds what the run left: the metrics
+store, the scenario's ``report.json`` (written by the driver), netem validation reports
+(any ``*.json`` with ``"nxc_netem_validation": 1``, e.g. written by
+``netem.validate(report=run_dir / "netem-validation.json")``), and each node's console
+tail in ``logs/``. Missing parts are simply absent from the report.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nxc.errors import NxcError
+from nxc.monitor.hook import LOGS_DIR, METRICS_FILE
+from nxc.monitor.series import Gap, find_gaps
+from nxc.monitor.store import NODE_JOB, Mark, MetricsStore, Session, Source
+
+__all__ = ["NodeSummary", "RunData", "Subtest", "load_run", "parse_time"]
+
+
+def parse_time(text: str) -> float:
+    """Epoch seconds of an ISO 8601 time as the driver writes them."""
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+@dataclass(frozen=True)
+class Subtest:
+    name: str
+    start: float
+    duration: float
+    success: bool
+    error: str
+
+    @property
+    def end(self) -> float:
+        return self.start + self.duration
+
+
+@dataclass(frozen=True)
+class NodeSummary:
+    node: str
+    role: str
+    source: str
+    scrapes: int
+    samples: int
+    median_scrape_ms: float | None
+    errors: int
+    gaps: int
+
+
+@dataclass
+class RunData:
+    run_dir: Path
+    store: MetricsStore | None
+    nodes: list[tuple[str, str, int]]
+    scenario: dict[str, Any] | None
+    subtests: list[Subtest]
+    marks: list[Mark]
+    gaps: list[Gap]
+    sessions: list[Session]
+    sources: list[Source]
+    summaries: list[NodeSummary]
+    netem: list[tuple[str, dict[str, Any]]]
+    consoles: dict[str, str]
+    composition: str = ""
+    node_log: dict[str, list[str]] = field(default_factory=dict)
+    driver_log: list[str] = field(default_factory=list)
+    start: float = 0.0
+    end: float = 0.0
+
+    @property
+    def interval(self) -> float:
+        return self.sessions[-1].interval if self.sessions else 1.0
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _log_line(record: dict[str, Any]) -> str:
+    when = dt.datetime.fromtimestamp(float(record.get("time", 0)), dt.UTC).strftime("%H:%M:%S.%f")
+    attrs = record.get("attrs") or {}
+    node = f"{attrs['node']}: " if isinstance(attrs, dict) and "node" in attrs else ""
+    kind = record.get("kind")
+    text = str(record.get("msg", ""))
+    if kind == "end":
+        verdict = "failed" if record.get("ok") is False else "finished"
+        text = f"({verdict}: {text}, {record.get('duration', 0):.2f}s)"
+    level = record.get("level", "info")
+    prefix = f"{level}: " if level in ("warning", "error") else ""
+    return f"{when[:-3]} {'  ' * int(record.get('depth', 0))}{node}{prefix}{text}"
+
+
+def load_run(run_dir: Path) -> RunData:
+    """Read a run directory; raise :class:`NxcError` if it holds nothing to report."""
+    if not run_dir.is_dir():
+        raise NxcError(f"no run directory {run_dir}")
+    metrics = run_dir / METRICS_FILE
+    store = MetricsStore.open(metrics) if metrics.is_file() else None
+    scenario = _read_json(run_dir / "report.json")
+    if not isinstance(scenario, dict) or scenario.get("nxc_report") != 1:
+        scenario = None
+    if store is None and scenario is None:
+        raise NxcError(
+            f"{run_dir}: nothing to report (no {METRICS_FILE}, no report.json): "
+            "run a scenario with `nxc driver -t` first"
+        )
+    nodes = store.nodes() if store is not None else []
+    if not nodes and scenario is not None:
+        nodes = [(m["name"], m["role"], int(m["index"])) for m in scenario.get("machines", [])]
+
+    subtests = []
+    if scenario is not None:
+        for item in scenario.get("subtests", []):
+            error = item.get("error") or {}
+            subtests.append(
+                Subtest(
+                    item["name"],
+                    parse_time(item["started_at"]),
+                    float(item.get("duration", 0)),
+                    bool(item.get("success")),
+                    str(error.get("message", "")) if isinstance(error, dict) else "",
+                )
+            )
+
+    netem = []
+    for path in sorted(run_dir.glob("*.json")):
+        document = _read_json(path)
+        if isinstance(document, dict) and document.get("nxc_netem_validation") == 1:
+            netem.append((path.name, document))
+
+    consoles = {}
+    logs = run_dir / LOGS_DIR
+    for name, _role, _index in nodes:
+        path = logs / f"{name}.console.log"
+        if path.is_file():
+            consoles[name] = path.read_text(errors="replace")
+
+    node_log: dict[str, list[str]] = defaultdict(list)
+    driver_log = []
+    if scenario is not None:
+        for record in scenario.get("log", []):
+            line = _log_line(record)
+            driver_log.append(line)
+            attrs = record.get("attrs") or {}
+            if isinstance(attrs, dict) and attrs.get("node"):
+                node_log[str(attrs["node"])].append(line)
+
+    manifest = _read_json(run_dir / "manifest.json")
+    data = RunData(
+        run_dir=run_dir,
+        composition=str(manifest.get("composition", "")) if isinstance(manifest, dict) else "",
+        store=store,
+        nodes=nodes,
+        scenario=scenario,
+        subtests=subtests,
+        marks=store.marks() if store else [],
+        gaps=[],
+        sessions=store.sessions() if store else [],
+        sources=store.sources() if store else [],
+        summaries=[],
+        netem=netem,
+        consoles=consoles,
+        node_log=dict(node_log),
+        driver_log=driver_log,
+    )
+    if store is not None:
+        scrapes = store.scrapes()
+        errors = store.errors()
+        data.gaps = find_gaps(scrapes, errors, data.sessions)
+        data.summaries = _summaries(data, scrapes, errors)
+    _time_span(data)
+    return data
+
+
+def _summaries(data: RunData, scrapes: list[Any], errors: list[Any]) -> list[NodeSummary]:
+    sources = {s.node: s.detail for s in data.sources if s.job == NODE_JOB}
+    by_node: dict[str, list[Any]] = defaultdict(list)
+    for scrape in scrapes:
+        if scrape.job == NODE_JOB:
+            by_node[scrape.node].append(scrape)
+    errors_by_node: dict[str, int] = defaultdict(int)
+    for error in errors:
+        if error.job == NODE_JOB and error.kind != "busy":
+            errors_by_node[error.node] += 1
+    out = []
+    for name, role, _index in data.nodes:
+        mine = by_node.get(name, [])
+        out.append(
+            NodeSummary(
+                node=name,
+                role=role,
+                source=sources.get(name, "-"),
+                scrapes=len(mine),
+                samples=sum(s.samples for s in mine),
+                median_scrape_ms=statistics.median(s.duration for s in mine) * 1000
+                if mine
+                else None,
+                errors=errors_by_node.get(name, 0),
+                gaps=sum(1 for g in data.gaps if g.node == name and g.job == NODE_JOB),
+            )
+        )
+    return out
+
+
+def _time_span(data: RunData) -> None:
+    times: list[float] = []
+    for session in data.sessions:
+        times.append(session.started)
+        if session.stopped is not None:
+            times.append(session.stopped)
+    if data.store is not None:
+        times.extend(data.store.last_scrape_times().values())
+    times.extend(s.start for s in data.subtests)
+    times.extend(s.end for s in data.subtests)
+    times.extend(m.t for m in data.marks)
+    if data.scenario is not None and data.scenario.get("started_at"):
+        start = parse_time(data.scenario["started_at"])
+        times.extend([start, start + float(data.scenario.get("duration", 0))])
+    if times:
+        data.start, data.end = min(times), max(times)
