@@ -85,10 +85,11 @@ fi
 """
 
 
-def detect_command() -> str:
+def detect_command(installed: str = INSTALLED_SAMPLER) -> str:
+    """The detection command (``installed``: where an installed sampler would be)."""
     return (
         _DETECT.replace("__URL__", shlex.quote(NODE_EXPORTER_URL))
-        .replace("__INSTALLED__", INSTALLED_SAMPLER)
+        .replace("__INSTALLED__", shlex.quote(installed))
         .strip()
         + "\n"
     )
@@ -103,7 +104,7 @@ def fetch_command(fetcher: str, url: str) -> str:
     raise NoMetricsSource(f"cannot fetch {url}: the node has neither curl nor wget")
 
 
-def parse_detection(node: str, output: str) -> DetectedSource:
+def parse_detection(node: str, output: str, installed: str = INSTALLED_SAMPLER) -> DetectedSource:
     """Read what :func:`detect_command` printed; raise :class:`NoMetricsSource` for none."""
     values: dict[str, str] = {}
     for line in output.splitlines():
@@ -123,9 +124,7 @@ def parse_detection(node: str, output: str) -> DetectedSource:
     if kind == "exec" and path:
         return DetectedSource("exec", shlex.quote(path), f"nxc-metrics at {path}", fetcher)
     if kind == "install":
-        return DetectedSource(
-            "install", "", f"nxc-metrics installed at {INSTALLED_SAMPLER}", fetcher
-        )
+        return DetectedSource("install", "", f"nxc-metrics installed at {installed}", fetcher)
     if kind == "none":
         raise NoMetricsSource(
             f"{node}: no metrics source: no node_exporter on :{NODE_EXPORTER_PORT}, "

@@ -15,6 +15,7 @@ once when it stops and once when it answers again; nothing raises out of the thr
 from __future__ import annotations
 
 import queue
+import shlex
 import threading
 import time
 from collections.abc import Sequence
@@ -124,6 +125,7 @@ class Scraper:
         interval: float = DEFAULT_INTERVAL,
         timeout: float | None = None,
         logger: Logger | None = None,
+        install_path: str = INSTALLED_SAMPLER,
     ) -> None:
         if interval <= 0:
             raise NxcError(f"monitor interval must be positive, got {interval:g}")
@@ -132,6 +134,7 @@ class Scraper:
         self.interval = float(interval)
         self.timeout = timeout if timeout is not None else min(60.0, max(5.0, 5 * interval))
         self.logger = logger if logger is not None else default_log
+        self.install_path = install_path
         self._states = {t.name: _NodeState() for t in self.targets}
         self._endpoints: list[Endpoint] = []
         self._results: queue.Queue[list[_Outcome] | None] = queue.Queue()
@@ -407,16 +410,18 @@ class Scraper:
         )
 
     def _detect(self, target: ScrapeTarget) -> DetectedSource:
-        found = parse_detection(target.name, self._run(target, detect_command(), "detection"))
+        path = self.install_path
+        answer = self._run(target, detect_command(path), "detection")
+        found = parse_detection(target.name, answer, path)
         if found.kind != "install":
             return found
-        self._run(target, install_command(), f"installing {INSTALLED_SAMPLER}")
+        self._run(target, install_command(path), f"installing {path}")
         self.logger.info(
             f"monitor: {target.name} has no node_exporter nor nxc-metrics: "
-            f"installed nxc-metrics at {INSTALLED_SAMPLER}",
+            f"installed nxc-metrics at {path}",
             node=target.name,
         )
-        return DetectedSource("exec", INSTALLED_SAMPLER, found.detail, found.fetcher)
+        return DetectedSource("exec", shlex.quote(path), found.detail, found.fetcher)
 
     def _run(self, target: ScrapeTarget, command: str, what: str) -> str:
         try:

@@ -48,6 +48,7 @@ __all__ = [
     "ScrapeRecord",
     "Session",
     "Source",
+    "StoreError",
 ]
 
 SCHEMA_VERSION = 1
@@ -304,9 +305,9 @@ class MetricsStore:
             return dict(self._db.execute("SELECT key, value FROM meta").fetchall())
 
     def nodes(self) -> list[tuple[str, str, int]]:
-        """``(node, role, index)`` of every node, by role then index."""
+        """``(node, role, index)`` of every node, in deployment order."""
         with self._lock:
-            rows = self._db.execute("SELECT node, role, idx FROM nodes ORDER BY role, idx, node")
+            rows = self._db.execute("SELECT node, role, idx FROM nodes ORDER BY rowid")
             return [(r[0], r[1], r[2]) for r in rows]
 
     def sources(self) -> list[Source]:
