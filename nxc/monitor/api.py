@@ -129,6 +129,26 @@ class Monitor:
             job=job,
         )
 
+    def _window(
+        self,
+        node: Any,
+        metric: str,
+        since: float | Mark | None,
+        labels: Mapping[str, str] | None,
+        until: float | Mark | None,
+        job: str,
+    ) -> list[Sample]:
+        """The samples in the window plus, per series, the last one before it."""
+        return self.store.samples(
+            metric,
+            self._check_node(node),
+            since=_time(since),
+            until=_time(until),
+            labels=labels,
+            job=job,
+            previous=True,
+        )
+
     def rate(
         self,
         node: Any,
@@ -139,8 +159,11 @@ class Monitor:
         until: float | Mark | None = None,
         job: str = NODE_JOB,
     ) -> list[Point]:
-        """Per-second rate of a counter (summed over the matching series) over time."""
-        return counter_rate(self.query(node, metric, since, labels, until=until, job=job))
+        """Per-second rate of a counter (summed over the matching series) over time.
+
+        The first rate in the window is computed from the last sample before it.
+        """
+        return counter_rate(self._window(node, metric, since, labels, until, job))
 
     def increase(
         self,
@@ -152,14 +175,21 @@ class Monitor:
         until: float | Mark | None = None,
         job: str = NODE_JOB,
     ) -> float:
-        """How much a counter grew between ``since`` and ``until`` (resets accounted)."""
-        return counter_increase(self.query(node, metric, since, labels, until=until, job=job))
+        """How much a counter grew between ``since`` and ``until`` (resets accounted).
+
+        Counted from the last sample before ``since`` to the last one before ``until``,
+        so that a window between two scrapes still sees what happened in it.
+        """
+        return counter_increase(self._window(node, metric, since, labels, until, job))
 
     def cpu_percent(
         self, node: Any, since: float | Mark | None = None, *, until: float | Mark | None = None
     ) -> list[Point]:
-        """Busy CPU % of ``node`` between consecutive scrapes."""
-        return cpu_busy_percent(self.query(node, "node_cpu_seconds_total", since, until=until))
+        """Busy CPU % of ``node`` between consecutive scrapes (the first from the last
+        scrape before ``since``)."""
+        return cpu_busy_percent(
+            self._window(node, "node_cpu_seconds_total", since, None, until, NODE_JOB)
+        )
 
     def metrics(self, node: Any = None, job: str = NODE_JOB) -> list[str]:
         """Names of the metrics stored for ``node`` (every node if None)."""

@@ -23,7 +23,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from nxc.errors import MachineError, NxcError, WaitTimeout
+from nxc.errors import NxcError, WaitTimeout
 from nxc.log import Logger
 from nxc.log import log as default_log
 from nxc.monitor.parse import MetricsFormatError, ParsedSample, parse_metrics
@@ -227,6 +227,30 @@ class Scraper:
                     raise WaitTimeout(f"monitor: no scrape of {seen} completed within {limit:g}s")
                 self._progress.wait(min(remaining, 0.5))
 
+    def scrape_round(self) -> float:
+        """Scrape every node once now, in parallel, store the results; return the
+        round's wall time in seconds (for one-off views and benchmarks: not while the
+        background thread runs)."""
+        if self.running:
+            raise NxcError("monitor: scrape_round() while the background scraper runs")
+        endpoints = list(self._endpoints)
+        begin = time.monotonic()
+        with ThreadPoolExecutor(max(1, min(32, len(self.targets)))) as pool:
+            futures = [
+                pool.submit(
+                    self._scrape_node,
+                    target,
+                    self._states[target.name].source,
+                    [e for e in endpoints if target.name in e.nodes],
+                )
+                for target in self.targets
+            ]
+            outcomes = [future.result() for future in futures]
+        elapsed = time.monotonic() - begin
+        for outcome in outcomes:
+            self._record(outcome)
+        return elapsed
+
     # -- the scheduling thread -----------------------------------------------------
 
     def _loop(self) -> None:
@@ -322,9 +346,10 @@ class Scraper:
         if ok:
             state.last_ok_started = outcome.started
             if state.answering is False and state.failed_since is not None:
+                answered = outcome.started + outcome.duration
                 self.logger.info(
                     f"monitor: {outcome.node} answers again "
-                    f"(after {outcome.started - state.failed_since:.1f}s without metrics)",
+                    f"(after {answered - state.failed_since:.1f}s without metrics)",
                     node=outcome.node,
                 )
             state.answering, state.failed_since, state.last_error = True, None, ""
@@ -426,10 +451,11 @@ class Scraper:
     def _run(self, target: ScrapeTarget, command: str, what: str) -> str:
         try:
             result = target.run(command, self.timeout)
-        except (MachineError, TransportError, OSError) as exc:
-            raise _Failure("unreachable", f"{target.name}: {_first_line(str(exc))}") from None
-        except NxcError as exc:
-            raise _Failure("unreachable", f"{target.name}: {_first_line(str(exc))}") from None
+        except (NxcError, TransportError, OSError) as exc:  # MachineError is an NxcError
+            message = _first_line(str(exc))
+            if not message.startswith(f"{target.name}:"):
+                message = f"{target.name}: {message}"
+            raise _Failure("unreachable", message) from None
         if result.status == 124:
             raise _Failure("timeout", f"{target.name}: {what}: no answer within {self.timeout:g}s")
         if result.status != 0:

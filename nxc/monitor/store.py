@@ -68,8 +68,8 @@ CREATE TABLE IF NOT EXISTS series(
   id INTEGER PRIMARY KEY, node TEXT NOT NULL, job TEXT NOT NULL, metric TEXT NOT NULL,
   labels TEXT NOT NULL, type TEXT NOT NULL, UNIQUE(node, job, metric, labels));
 CREATE TABLE IF NOT EXISTS samples(
-  series INTEGER NOT NULL REFERENCES series(id), t REAL NOT NULL, value REAL NOT NULL);
-CREATE INDEX IF NOT EXISTS samples_by_series ON samples(series, t);
+  series INTEGER NOT NULL REFERENCES series(id), t REAL NOT NULL, value REAL NOT NULL,
+  PRIMARY KEY(series, t)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS scrapes(
   node TEXT NOT NULL, job TEXT NOT NULL, t REAL NOT NULL, duration REAL NOT NULL,
   samples INTEGER NOT NULL);
@@ -278,7 +278,8 @@ class MetricsStore:
         """Store one successful scrape (committed at once: readers see it)."""
         with self._lock:
             rows = [(self._series_id(node, job, s), t, s.value) for s in samples]
-            self._db.executemany("INSERT INTO samples VALUES(?, ?, ?)", rows)
+            # OR REPLACE: an exposition repeating a series keeps its last value.
+            self._db.executemany("INSERT OR REPLACE INTO samples VALUES(?, ?, ?)", rows)
             self._db.execute(
                 "INSERT INTO scrapes VALUES(?, ?, ?, ?, ?)", (node, job, t, duration, len(rows))
             )
@@ -367,11 +368,13 @@ class MetricsStore:
         until: float | None = None,
         labels: Mapping[str, str] | None = None,
         job: str = NODE_JOB,
+        previous: bool = False,
     ) -> list[Sample]:
         """Samples of ``metric`` (of ``node``, or every node), oldest first.
 
         ``labels`` keeps the series having at least those label values; ``since`` and
-        ``until`` bound ``t`` (inclusive).
+        ``until`` bound ``t`` (inclusive). ``previous`` adds, per series, the last sample
+        before ``since``: the base a counter's increase over the window starts from.
         """
         wanted = dict(labels or {})
         where, args = _where(node=node, job=job, metric=metric)
@@ -394,6 +397,14 @@ class MetricsStore:
                 query += " AND t <= ?"
                 params.append(until)
             found = self._db.execute(query + " ORDER BY t, series", params).fetchall()
+            if previous and since is not None:
+                before = self._db.execute(
+                    "SELECT p.series, p.t, p.value FROM samples p JOIN ("
+                    f"SELECT series, MAX(t) AS t FROM samples WHERE series IN ({marks}) "
+                    "AND t < ? GROUP BY series) q ON p.series = q.series AND p.t = q.t",
+                    [*chosen, since],
+                ).fetchall()
+                found = sorted(before, key=lambda row: (row[1], row[0])) + found
         return [Sample(chosen[s][0], metric, chosen[s][1], t, value, job) for s, t, value in found]
 
     def last_scrape_times(self, job: str = NODE_JOB) -> dict[str, float]:

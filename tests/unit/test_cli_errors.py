@@ -129,3 +129,20 @@ def test_help_has_examples() -> None:
 def test_python_is_the_one_running_tests() -> None:
     # The CLI subprocesses must use this interpreter (with nxc installed).
     assert shutil.which(sys.executable)
+
+
+def test_monitor_interval_must_be_positive(project: Path) -> None:
+    result = run_nxc("driver", "-t", "--monitor-interval", "0", cwd=project)
+    assert_one_line_error(result, r"--monitor-interval must be positive, got 0")
+    result = run_nxc("start", "--monitor-interval", "-1", cwd=project)
+    assert_one_line_error(result, r"--monitor-interval must be positive, got -1")
+
+
+def test_monitor_needs_a_running_deployment(project: Path) -> None:
+    result = run_nxc("monitor", "--once", cwd=project)
+    assert_one_line_error(result, r"no running deployment in .* \(run 'nxc start' first\)")
+
+
+def test_report_without_runs(project: Path) -> None:
+    result = run_nxc("report", cwd=project)
+    assert_one_line_error(result, r"no run in .*runs \(start one with 'nxc start'\)")

@@ -58,6 +58,13 @@ def test_store_round_trip_and_tidy_view(tmp_path: Path) -> None:
             "node_cpu_seconds_total", "n1", since=100.5, labels={"cpu": "1", "mode": "idle"}
         ) == [Sample("n1", "node_cpu_seconds_total", {"cpu": "1", "mode": "idle"}, 101.0, 100.0)]
         assert store.samples("node_cpu_seconds_total", "n2") == []
+        # A window between two scrapes: the sample before it is the counter's base.
+        eth0 = {"device": "eth0"}
+        metric = "node_network_transmit_bytes_total"
+        inside = store.samples(metric, "n1", since=100.5, labels=eth0)
+        based = store.samples(metric, "n1", since=100.5, labels=eth0, previous=True)
+        assert [(x.t, x.value) for x in inside] == [(101.0, 1000.0)]
+        assert [(x.t, x.value) for x in based] == [(100.0, 0.0), (101.0, 1000.0)]
         assert store.errors(since=100.6) == [] and store.errors("n2")[0].kind == "down"
         assert [(m.label, m.node, m.t) for m in store.marks()] == [("phase 2", "n1", 100.2)]
         assert store.sessions()[0].stopped == 102.0
