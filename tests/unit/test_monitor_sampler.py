@@ -170,7 +170,9 @@ def test_sampler_converts_units_exactly(tmp_path: Path, fake_proc: Path, awk: st
     # "eth0:12345…" (no space after the colon) is read right; big counters stay exact
     assert value("node_network_receive_bytes_total", device="eth0") == 12345678901
     assert value("node_network_transmit_bytes_total", device="eth0") == 98765432100
-    assert value("node_network_receive_multicast_total", device="eth0") == 3
+    assert value("node_network_receive_errs_total", device="eth0") == 1
+    assert value("node_network_receive_drop_total", device="eth0") == 2
+    assert value("node_network_transmit_errs_total", device="eth0") == 4
     assert value("node_network_transmit_drop_total", device="eth0") == 5
     assert value("node_network_receive_packets_total", device="lo") == 2
     # sectors of 512 bytes; partitions and loop devices left out (node_exporter's default)
