@@ -106,7 +106,22 @@ def monitor_cmd(
                         render(snapshot(store, window=max(15, 5 * writer.interval)), title)
                     )
                     return
-                _watch(lambda: watch(store, title, interval, console=console, duration=duration))
+                _watch(
+                    lambda: watch(
+                        store,
+                        title,
+                        interval,
+                        console=console,
+                        duration=duration,
+                        keep_going=lambda: active_session(store) is not None,
+                    )
+                )
+                if active_session(store) is None:
+                    click.echo(
+                        f"the driver (process {writer.pid}) stopped scraping; "
+                        "run nxc monitor again to scrape the nodes from here",
+                        err=True,
+                    )
                 return
         finally:
             store.close()

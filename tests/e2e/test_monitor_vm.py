@@ -9,7 +9,12 @@ again. The test then reads the run's metrics.sqlite and the report.
 from __future__ import annotations
 
 import json
+import re
 import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -21,6 +26,7 @@ from nxc.monitor.report import write_report
 from nxc.monitor.store import MetricsStore
 from nxc.project import Project
 from nxc.session import running
+from tests.conftest import run_nxc
 from tests.e2e.conftest import VmCluster
 
 pytestmark = pytest.mark.vm
@@ -140,3 +146,63 @@ def test_load_traffic_and_crash_are_in_the_stored_samples(cluster: VmCluster) ->
         assert name in html
     for node in ("server1", "client1", "client2"):
         assert f"console of {node}" in html
+
+
+BUSY_SCENARIO = """\
+client2.execute("timeout 20 sh -c 'while :; do :; done'", check_output=False)
+monitor.sync()
+monitor.sync()
+monitor.mark("client2 busy")
+monitor.sync()
+import time
+time.sleep(8)
+"""
+
+
+def cpu_cell(table: str, node: str) -> float:
+    """The CPU % the live table shows for ``node``."""
+    match = re.search(rf"{node}\s*│[^│]*│[^│]*?(\d+\.\d)%", table)
+    assert match, f"no CPU figure for {node} in:\n{table}"
+    return float(match.group(1))
+
+
+def test_nxc_monitor_scrapes_alone_then_follows_a_running_driver(
+    cluster: VmCluster, tmp_path: Path
+) -> None:
+    scenario = tmp_path / "busy.py"
+    scenario.write_text(BUSY_SCENARIO)
+    wide = {"COLUMNS": "160"}
+    with cluster.detached():
+        # Nobody scrapes: nxc monitor opens the nodes itself.
+        alone = run_nxc("monitor", "--once", cwd=cluster.project_dir, env=wide)
+        assert alone.returncode == 0, alone.stderr
+        assert "by this process" in alone.stdout
+        for node in ("server1", "client1", "client2"):
+            assert re.search(rf"{node}\s*│.*│\s*ok\s*│", alone.stdout), alone.stdout
+
+        # A driver scrapes: nxc monitor only reads what it stores.
+        driver = subprocess.Popen(
+            [sys.executable, "-m", "nxc.cli", "driver", str(scenario)],
+            cwd=cluster.project_dir,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            store_path = running(Project(cluster.project_dir)).run_dir / METRICS_FILE
+            deadline = time.monotonic() + 120
+            while True:
+                if store_path.exists():
+                    with MetricsStore.open(store_path) as store:
+                        if any(m.label == "client2 busy" for m in store.marks()):
+                            break
+                assert driver.poll() is None, driver.communicate()[0]
+                assert time.monotonic() < deadline, "the driver never marked 'client2 busy'"
+                time.sleep(0.5)
+            following = run_nxc("monitor", "--once", cwd=cluster.project_dir, env=wide)
+            assert following.returncode == 0, following.stderr
+            assert f"by process {driver.pid}" in following.stdout
+            assert cpu_cell(following.stdout, "client2") > 60, following.stdout
+        finally:
+            output, _ = driver.communicate(timeout=180)
+        assert driver.returncode == 0, output
