@@ -84,8 +84,10 @@ class _Outcome:
 
     @property
     def t(self) -> float:
-        """The sample time: the middle of the attempt."""
-        return self.started + self.duration / 2
+        """The sample time: when the answer arrived. (Not the middle of the attempt: an
+        attempt may wait seconds for the node's channel, e.g. while it boots, and the
+        node reads its counters only once the command reaches it.)"""
+        return self.started + self.duration
 
 
 class _Failure(Exception):

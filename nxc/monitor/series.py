@@ -125,7 +125,8 @@ def network_devices(samples: Iterable[Sample], include_loopback: bool = False) -
 class Gap:
     """A time a node did not answer: from ``first_failure`` to ``recovered`` (or never).
 
-    ``last_ok`` is its last successful scrape before (None: none in that session);
+    ``last_ok`` is when it last answered before (None: not in that session),
+    ``recovered`` when it answered again;
     ``kind`` and ``message`` are those of the first failure.
     """
 

@@ -12,7 +12,7 @@ Tables (schema ``nxc_metrics`` 1):
   set (``labels`` is canonical sorted JSON, ``job`` is ``node`` for the node's own
   metrics or the name of an application endpoint);
 * ``samples(series, t, value)`` — one row per observation (``t``: epoch seconds, the
-  driver's clock at the middle of the scrape); the ``tidy`` view joins both into one row
+  driver's clock when the scrape's answer arrived); the ``tidy`` view joins both into one row
   per node/job/metric/labels/time/value;
 * ``scrapes(node, job, t, duration, samples)`` — each successful scrape;
 * ``errors(node, job, t, kind, message)`` — each failed or skipped one (the gaps);
