@@ -15,6 +15,7 @@ import time
 from _common import fmt, median, nxc, selftest_project
 
 from nxc.driver.session import open_driver
+from nxc.monitor.hook import MonitorOptions
 from nxc.project import Project
 from nxc.session import running
 
@@ -26,7 +27,8 @@ def main() -> None:
     nxc("start", "-r", "node=1", cwd=project)
     try:
         current = running(Project(project))
-        with open_driver(current) as driver:
+        # No background scraping: its commands would share the channel being measured.
+        with open_driver(current, monitor=MonitorOptions(enabled=False)) as driver:
             node = driver.machines[0]
             node.succeed("true")  # connect once, outside the measurement
             backdoor = []
