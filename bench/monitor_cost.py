@@ -34,7 +34,7 @@ from nxc.monitor.hook import MonitorOptions
 from nxc.monitor.scraper import Scraper
 from nxc.monitor.store import MetricsStore
 from nxc.project import Project
-from nxc.session import running
+from nxc.running import running
 
 OFF = MonitorOptions(enabled=False)
 

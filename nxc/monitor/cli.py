@@ -84,14 +84,14 @@ def monitor_cmd(
     """
     from rich.console import Console
 
-    from nxc import session
     from nxc.monitor.hook import METRICS_FILE, MonitorOptions, active_session
     from nxc.monitor.live import render, snapshot, watch
     from nxc.monitor.store import MetricsStore
+    from nxc.running import running
 
     if interval <= 0:
         raise NxcError(f"--interval must be positive, got {interval:g}")
-    current = session.running(_project(project_dir))
+    current = running(_project(project_dir))
     title = f"deployment {current.deployment.id} ({current.deployment.flavour})"
     console = Console()
     path = current.run_dir / METRICS_FILE
@@ -164,7 +164,7 @@ def report_cmd(project_dir: str | None, output: Path | None, run: str | None) ->
     Examples:
       nxc report                        # the current (or latest) run
       nxc report selftest-3f2a1c -o /tmp/report
-      xdg-open .nxc/runs/*/report/index.html
+      nxc report /path/to/run-record
     """
     from nxc.monitor.report import write_report
 
@@ -190,9 +190,9 @@ def _run_dir(project_dir: str | None, run: str | None) -> Path:
         raise NxcError(f"no run {run!r} in {project.runs_dir} (runs: {known})")
     project = _project(project_dir)
     if project.deployment_file.exists():
-        from nxc import session
+        from nxc.running import running
 
-        return Path(session.running(project).run_dir)
+        return Path(running(project).run_dir)
     runs = _runs(project.runs_dir)
     if not runs:
         raise NxcError(f"no run in {project.runs_dir} (start one with 'nxc start')")

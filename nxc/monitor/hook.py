@@ -2,8 +2,8 @@
 
 ``nxc.driver.session.open_driver`` enters it once the machines exist: it opens the run's
 ``metrics.sqlite``, starts the background scraper (unless monitoring is off), gives the
-``monitor`` object to scenarios, and on the way out stops the scraper and keeps the
-tail of each node's console in ``<run>/logs/`` for the report.
+``monitor`` object to scenarios, and on the way out stops the scraper and closes the
+store.
 """
 
 from __future__ import annotations
@@ -23,20 +23,9 @@ from nxc.monitor.scraper import DEFAULT_INTERVAL, Scraper
 from nxc.monitor.store import MetricsStore, Session
 from nxc.runtime.transport import CommandResult
 
-__all__ = [
-    "CONSOLE_LINES",
-    "LOGS_DIR",
-    "METRICS_FILE",
-    "MonitorOptions",
-    "active_session",
-    "monitoring",
-    "save_console_logs",
-]
+__all__ = ["METRICS_FILE", "MonitorOptions", "active_session", "monitoring"]
 
 METRICS_FILE = "metrics.sqlite"
-LOGS_DIR = "logs"
-# Console lines kept per node when the driver closes.
-CONSOLE_LINES = 5000
 
 
 @dataclass(frozen=True)
@@ -64,8 +53,6 @@ class MonitoredNode(Protocol):
     def is_up(self) -> bool: ...
 
     def run(self, command: str, timeout: float | None = 900) -> CommandResult: ...
-
-    def console_tail(self, lines: int = 20) -> str: ...
 
 
 @contextlib.contextmanager
@@ -95,23 +82,7 @@ def monitoring(
     finally:
         if scraper is not None:
             scraper.stop()
-        save_console_logs(run_dir / LOGS_DIR, nodes, say)
         store.close()
-
-
-def save_console_logs(directory: Path, nodes: Sequence[MonitoredNode], logger: Logger) -> None:
-    """Keep the last console lines of each node as ``<directory>/<node>.console.log``."""
-    for node in nodes:
-        try:
-            text = node.console_tail(CONSOLE_LINES)
-        except Exception as exc:  # best effort: a node's console may be gone with it
-            logger.debug(f"monitor: no console for {node.name}: {exc}", node=node.name)
-            continue
-        if not text.strip():
-            continue
-        directory.mkdir(parents=True, exist_ok=True)
-        path = directory / f"{node.name}.console.log"
-        path.write_text(text if text.endswith("\n") else text + "\n")
 
 
 def active_session(store: MetricsStore) -> Session | None:

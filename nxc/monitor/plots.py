@@ -101,7 +101,7 @@ def _annotate(ax: Axes, data: RunData, top: bool) -> None:
                 color="#333333",
             )
     for gap in data.gaps:
-        end = gap.recovered if gap.recovered is not None else data.end
+        end = gap.end(data.end)
         ax.axvspan(gap.first_failure - start, end - start, color="#d62728", alpha=0.15, lw=0)
         if top:
             ax.text(

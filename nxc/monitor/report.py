@@ -15,10 +15,10 @@ from typing import Any
 import jinja2
 
 from nxc import __version__
+from nxc.fsutil import atomic_write
 from nxc.monitor.hook import METRICS_FILE
 from nxc.monitor.live import human_bytes
 from nxc.monitor.rundata import RunData, load_run
-from nxc.project import atomic_write
 
 __all__ = ["REPORT_DIR", "ReportFiles", "render_html", "write_report"]
 
@@ -68,7 +68,12 @@ def render_html(data: RunData, images: list[Path]) -> str:
         "start": data.start,
         "end": data.end,
         "generated": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
-        "scenario": data.scenario,
+        "scenarios": [
+            {"session": s.session, **s.report, "subtests": s.report.get("subtests", [])}
+            for s in data.scenarios
+        ],
+        "several_sessions": len(data.scenarios) > 1,
+        "run": data.run,
         "subtests": data.subtests,
         "summaries": summaries,
         "interval": data.interval,

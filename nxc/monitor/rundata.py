@@ -1,10 +1,11 @@
-"""Everything a report shows about one run, read from its directory.
+"""Everything a report shows about one run, read from its run record.
 
-A run directory (``.nxc/runs/<deployment id>/``) holds what the run left: the metrics
-store, the scenario's ``report.json`` (written by the driver), netem validation reports
+A run directory (``<state>/runs/<run id>/``, see ``nxc/runs.py``) holds what the run left:
+``run.json`` and ``manifest.json``, the metrics store, one ``driver/<n>-<time>/report.json``
+per driver session that ran a scenario, the nodes' consoles in ``nodes/<node>.console.log``
+(and ``.console.log.prev`` for the boot before a restart), and netem validation reports
 (any ``*.json`` with ``"nxc_netem_validation": 1``, e.g. written by
-``netem.validate(report=run_dir / "netem-validation.json")``), and each node's console
-tail in ``logs/``. Missing parts are simply absent from the report.
+``netem.validate(report=...)``). Missing parts are simply absent from the report.
 """
 
 from __future__ import annotations
@@ -18,11 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from nxc.errors import NxcError
-from nxc.monitor.hook import LOGS_DIR, METRICS_FILE
+from nxc.monitor.hook import METRICS_FILE
 from nxc.monitor.series import Gap, find_gaps
 from nxc.monitor.store import NODE_JOB, Mark, MetricsStore, Session, Source
 
-__all__ = ["NodeSummary", "RunData", "Subtest", "load_run", "parse_time"]
+__all__ = ["NodeSummary", "RunData", "Scenario", "Subtest", "load_run", "parse_time"]
+
+# Where the runtime keeps each node's console in the run record.
+NODES_DIR = "nodes"
 
 
 def parse_time(text: str) -> float:
@@ -37,6 +41,7 @@ class Subtest:
     duration: float
     success: bool
     error: str
+    session: str = ""
 
     @property
     def end(self) -> float:
@@ -55,12 +60,24 @@ class NodeSummary:
     gaps: int
 
 
+@dataclass(frozen=True)
+class Scenario:
+    """One driver session's scenario report (``report.json``); ``session`` names it."""
+
+    session: str
+    report: dict[str, Any]
+
+    @property
+    def start(self) -> float:
+        return parse_time(self.report["started_at"])
+
+
 @dataclass
 class RunData:
     run_dir: Path
     store: MetricsStore | None
     nodes: list[tuple[str, str, int]]
-    scenario: dict[str, Any] | None
+    scenarios: list[Scenario]
     subtests: list[Subtest]
     marks: list[Mark]
     gaps: list[Gap]
@@ -70,6 +87,7 @@ class RunData:
     netem: list[tuple[str, dict[str, Any]]]
     consoles: dict[str, str]
     composition: str = ""
+    run: dict[str, Any] = field(default_factory=dict)
     node_log: dict[str, list[str]] = field(default_factory=dict)
     driver_log: list[str] = field(default_factory=list)
     start: float = 0.0
@@ -105,27 +123,55 @@ def _log_line(record: dict[str, Any]) -> str:
     return f"{when[:-3]} {'  ' * int(record.get('depth', 0))}{node}{prefix}{text}"
 
 
+def _scenarios(run_dir: Path) -> list[Scenario]:
+    """Every scenario report of the run, oldest first."""
+    candidates = [run_dir / "report.json", *sorted(run_dir.glob("driver/*/report.json"))]
+    found = []
+    for path in candidates:
+        document = _read_json(path)
+        if isinstance(document, dict) and document.get("nxc_report") == 1:
+            session = path.parent.name if path.parent != run_dir else "run"
+            found.append(Scenario(session, document))
+    found.sort(key=lambda s: s.start)
+    return found
+
+
+def _consoles(run_dir: Path, nodes: list[tuple[str, str, int]]) -> dict[str, str]:
+    consoles = {}
+    for name, _role, _index in nodes:
+        parts = []
+        for suffix, title in ((".console.log.prev", "previous boot"), (".console.log", "")):
+            path = run_dir / NODES_DIR / f"{name}{suffix}"
+            if path.is_file():
+                text = path.read_text(errors="replace")
+                parts.append(f"--- {title} ---\n{text}" if title else text)
+        if parts:
+            consoles[name] = "".join(parts)
+    return consoles
+
+
 def load_run(run_dir: Path) -> RunData:
     """Read a run directory; raise :class:`NxcError` if it holds nothing to report."""
     if not run_dir.is_dir():
         raise NxcError(f"no run directory {run_dir}")
     metrics = run_dir / METRICS_FILE
     store = MetricsStore.open(metrics) if metrics.is_file() else None
-    scenario = _read_json(run_dir / "report.json")
-    if not isinstance(scenario, dict) or scenario.get("nxc_report") != 1:
-        scenario = None
-    if store is None and scenario is None:
+    scenarios = _scenarios(run_dir)
+    if store is None and not scenarios:
         raise NxcError(
-            f"{run_dir}: nothing to report (no {METRICS_FILE}, no report.json): "
+            f"{run_dir}: nothing to report (no {METRICS_FILE}, no scenario report): "
             "run a scenario with `nxc driver -t` first"
         )
     nodes = store.nodes() if store is not None else []
-    if not nodes and scenario is not None:
-        nodes = [(m["name"], m["role"], int(m["index"])) for m in scenario.get("machines", [])]
+    if not nodes:
+        for scenario in scenarios:
+            nodes = [(m["name"], m["role"], int(m["index"])) for m in scenario.report["machines"]]
 
     subtests = []
-    if scenario is not None:
-        for item in scenario.get("subtests", []):
+    node_log: dict[str, list[str]] = defaultdict(list)
+    driver_log = []
+    for scenario in scenarios:
+        for item in scenario.report.get("subtests", []):
             error = item.get("error") or {}
             subtests.append(
                 Subtest(
@@ -134,39 +180,37 @@ def load_run(run_dir: Path) -> RunData:
                     float(item.get("duration", 0)),
                     bool(item.get("success")),
                     str(error.get("message", "")) if isinstance(error, dict) else "",
+                    scenario.session,
                 )
             )
-
-    netem = []
-    for path in sorted(run_dir.glob("*.json")):
-        document = _read_json(path)
-        if isinstance(document, dict) and document.get("nxc_netem_validation") == 1:
-            netem.append((path.name, document))
-
-    consoles = {}
-    logs = run_dir / LOGS_DIR
-    for name, _role, _index in nodes:
-        path = logs / f"{name}.console.log"
-        if path.is_file():
-            consoles[name] = path.read_text(errors="replace")
-
-    node_log: dict[str, list[str]] = defaultdict(list)
-    driver_log = []
-    if scenario is not None:
-        for record in scenario.get("log", []):
+        if len(scenarios) > 1:
+            driver_log.append(f"--- driver session {scenario.session} ---")
+        for record in scenario.report.get("log", []):
             line = _log_line(record)
             driver_log.append(line)
             attrs = record.get("attrs") or {}
             if isinstance(attrs, dict) and attrs.get("node"):
                 node_log[str(attrs["node"])].append(line)
 
+    netem = []
+    for path in sorted(run_dir.rglob("*.json")):
+        if "report" in path.relative_to(run_dir).parts[:-1]:
+            continue
+        document = _read_json(path)
+        if isinstance(document, dict) and document.get("nxc_netem_validation") == 1:
+            netem.append((str(path.relative_to(run_dir)), document))
+
+    run = _read_json(run_dir / "run.json")
+    run = run if isinstance(run, dict) else {}
     manifest = _read_json(run_dir / "manifest.json")
+    composition = run.get("composition") or (
+        manifest.get("composition", "") if isinstance(manifest, dict) else ""
+    )
     data = RunData(
         run_dir=run_dir,
-        composition=str(manifest.get("composition", "")) if isinstance(manifest, dict) else "",
         store=store,
         nodes=nodes,
-        scenario=scenario,
+        scenarios=scenarios,
         subtests=subtests,
         marks=store.marks() if store else [],
         gaps=[],
@@ -174,7 +218,9 @@ def load_run(run_dir: Path) -> RunData:
         sources=store.sources() if store else [],
         summaries=[],
         netem=netem,
-        consoles=consoles,
+        consoles=_consoles(run_dir, nodes),
+        composition=str(composition),
+        run=run,
         node_log=dict(node_log),
         driver_log=driver_log,
     )
@@ -228,8 +274,7 @@ def _time_span(data: RunData) -> None:
     times.extend(s.start for s in data.subtests)
     times.extend(s.end for s in data.subtests)
     times.extend(m.t for m in data.marks)
-    if data.scenario is not None and data.scenario.get("started_at"):
-        start = parse_time(data.scenario["started_at"])
-        times.extend([start, start + float(data.scenario.get("duration", 0))])
+    for scenario in data.scenarios:
+        times.extend([scenario.start, scenario.start + float(scenario.report.get("duration", 0))])
     if times:
         data.start, data.end = min(times), max(times)

@@ -138,9 +138,17 @@ class Gap:
     failures: int
     kind: str
     message: str
+    recording_ended: float | None = None  # the scraping session ended before it answered
+
+    def end(self, default: float) -> float:
+        """When the gap ended: the answer, else the end of its recording, else ``default``."""
+        for candidate in (self.recovered, self.recording_ended):
+            if candidate is not None:
+                return candidate
+        return default
 
     def duration(self, end: float) -> float:
-        return (self.recovered if self.recovered is not None else end) - self.first_failure
+        return self.end(end) - self.first_failure
 
 
 def find_gaps(
@@ -167,9 +175,12 @@ def find_gaps(
         last_ok: float | None = None
         current: tuple[float, int, ScrapeError] | None = None  # first failure, count, error
         for t, ok, failure in items:
-            if current is not None and any(current[0] <= end < t for end in ends):
+            closing = [end for end in ends if current is not None and current[0] <= end < t]
+            if current is not None and closing:
                 first, count, err = current
-                gaps.append(Gap(node, job, last_ok, first, None, count, err.kind, err.message))
+                gaps.append(
+                    Gap(node, job, last_ok, first, None, count, err.kind, err.message, closing[0])
+                )
                 current = None
                 last_ok = None
             if ok:
@@ -185,7 +196,13 @@ def find_gaps(
                     current = (current[0], current[1] + 1, current[2])
         if current is not None:
             first, count, err = current
-            gaps.append(Gap(node, job, last_ok, first, None, count, err.kind, err.message))
+            after = [end for end in ends if end >= first]
+            gaps.append(
+                Gap(
+                    node, job, last_ok, first, None, count, err.kind, err.message,
+                    after[0] if after else None,
+                )
+            )  # fmt: skip
     gaps.sort(key=lambda g: (g.first_failure, g.node))
     return gaps
 

@@ -25,7 +25,7 @@ from nxc.monitor.hook import METRICS_FILE, MonitorOptions, monitoring
 from nxc.monitor.report import write_report
 from nxc.monitor.store import MetricsStore
 from nxc.project import Project
-from nxc.session import running
+from nxc.running import running
 from tests.conftest import run_nxc
 from tests.e2e.conftest import VmCluster
 
@@ -78,11 +78,11 @@ def test_load_traffic_and_crash_are_in_the_stored_samples(cluster: VmCluster) ->
     current = running(Project(cluster.project_dir))
     run_dir = current.run_dir
     machines = list(cluster.machines.values())
-    driver = Driver(machines, log, run_dir)
+    driver = Driver(machines, log, current.run.new_driver_dir())
     with monitoring(run_dir, machines, MonitorOptions(interval=1.0), logger=log) as monitor:
         driver.extra_globals["monitor"] = monitor
         passed = driver.run_script(SCENARIO, "monitor-scenario.py")
-    report = json.loads((run_dir / "report.json").read_text())
+    report = json.loads((driver.out_dir / "report.json").read_text())
     assert passed, report["error"]
 
     store = MetricsStore.open(run_dir / METRICS_FILE)

@@ -42,7 +42,14 @@ with subtest("a failing check"):
 """
 
 
+SECOND_SESSION = """\
+with subtest("second session"):
+    monitor.sync()
+"""
+
+
 def make_run(tmp_path: Path) -> Path:
+    """A run record as nxc leaves one: two driver sessions, metrics, node consoles."""
     run_dir = tmp_path / "runs" / "demo-123abc"
     run_dir.mkdir(parents=True)
     (run_dir / "manifest.json").write_text(json.dumps({"composition": "demo"}))
@@ -50,12 +57,24 @@ def make_run(tmp_path: Path) -> Path:
         path = image_bin(tmp_path)
         cluster.add("node1", "server", 1, path)
         cluster.add("node2", "client", 1, path)
-        driver = Driver(cluster.machines, cluster.logger, run_dir)
-        with monitoring(
-            run_dir, cluster.machines, MonitorOptions(interval=0.2), logger=cluster.logger
-        ) as monitor:
-            driver.extra_globals["monitor"] = monitor
-            assert driver.run_script(SCENARIO, "scenario.py") is False
+        for session, scenario, passes in (
+            ("001-first", SCENARIO, False),
+            ("002-second", SECOND_SESSION, True),
+        ):
+            if session == "002-second":
+                cluster.machines[1].start()
+            driver = Driver(cluster.machines, cluster.logger, run_dir / "driver" / session)
+            with monitoring(
+                run_dir, cluster.machines, MonitorOptions(interval=0.2), logger=cluster.logger
+            ) as monitor:
+                driver.extra_globals["monitor"] = monitor
+                assert driver.run_script(scenario, f"{session}.py") is passes
+        # The runtime keeps each node's console in the run record (a local node's
+        # "console" is the list of commands it ran).
+        (run_dir / "nodes").mkdir()
+        for machine in cluster.machines:
+            text = machine.console_tail(50)
+            (run_dir / "nodes" / f"{machine.name}.console.log").write_text(text + "\n")
     report = ValidationReport(
         "demo-123abc",
         "ipv4",
@@ -118,22 +137,31 @@ def test_html_names_nodes_subtests_marks_gaps_and_netem(report_run: Path) -> Non
     page.feed(html)
     text = " ".join(" ".join(page.text).split())
     assert "nxc run demo-123abc" in text and "composition demo" in text
-    assert "FAILED scenario.py" in text and "3/4 subtests passed" in text
-    for name in ("warm up", "busy loop on node1", "crash node2", "a failing check"):
+    assert "FAILED 001-first.py (driver session 001-first)" in text
+    assert "3/4 subtests passed" in text
+    assert "PASSED 002-second.py (driver session 002-second)" in text
+    for name in (
+        "warm up",
+        "busy loop on node1",
+        "crash node2",
+        "a failing check",
+        "second session",
+    ):
         assert name in text
     assert "arithmetic is broken" in text
     assert "load phase" in text
     for node in ("node1", "node2"):
         assert f"{node} (role" in text
     assert "nxc-metrics at" in text  # where the metrics came from
-    # When node2 stopped answering, and that it did not come back.
+    # When node2 stopped answering; the first session ended before it came back.
     gaps = html[html.index('id="gaps"') : html.index('id="marks"')]
     assert "node2" in gaps and "node1" not in gaps
     assert re.search(r"\d\d:\d\d:\d\d\.\d{3} UTC \(t\+\d+\.\d s\)", gaps)
-    assert "never (until the end of the recording)" in gaps
+    assert re.search(r"never \(until the end of the recording at \d\d:\d\d:\d\d", gaps)
     assert "node1 ↔ node2" in text and "50.4 ± 2.0" in text
     # Logs of each node: the console tail and the driver's lines about it.
     assert "console of node1" in text and "driver log lines about node2" in text
+    assert "node_time_seconds" in html[html.index("console of node1") :]  # its content
     assert "monitor: node2 stopped answering" in text
 
 
@@ -191,7 +219,7 @@ def test_report_cli_errors_are_one_line(tmp_path: Path) -> None:
     result = run_nxc("report", str(empty))
     assert result.returncode == 1
     assert result.stderr.startswith("nxc: error: ")
-    assert "nothing to report (no metrics.sqlite, no report.json)" in result.stderr
+    assert "nothing to report (no metrics.sqlite, no scenario report)" in result.stderr
     assert "Traceback" not in result.stderr
     (tmp_path / "flake.nix").write_text("{ }\n")
     result = run_nxc("report", "unknown-run", "-p", str(tmp_path))

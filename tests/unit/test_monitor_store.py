@@ -186,7 +186,8 @@ def test_gaps_open_at_the_first_failure_and_close_at_the_next_answer() -> None:
         ("n1", 2, 3, 6, 3, "unreachable"),
         ("n2", 2, 4, None, 1, "timeout"),
     ]
-    assert gaps[1].duration(end=10.0) == 6.0
+    # n2 never answered again: its gap lasts until its session ended
+    assert gaps[1].recording_ended == 10.0 and gaps[1].duration(end=99.0) == 6.0
 
 
 def test_a_gap_ends_with_its_session() -> None:
@@ -196,4 +197,5 @@ def test_a_gap_ends_with_its_session() -> None:
     errors = [err(3)]
     sessions = [Session(1, 0.0, 5.0, 1.0, 1), Session(2, 100.0, None, 1.0, 2)]
     (gap,) = find_gaps(scrapes, errors, sessions)
-    assert (gap.first_failure, gap.recovered) == (3, None)
+    assert (gap.first_failure, gap.recovered, gap.recording_ended) == (3, None, 5.0)
+    assert gap.duration(end=200.0) == 2.0
