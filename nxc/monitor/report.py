@@ -18,7 +18,7 @@ from nxc import __version__
 from nxc.fsutil import atomic_write
 from nxc.monitor.hook import METRICS_FILE
 from nxc.monitor.live import human_bytes
-from nxc.monitor.rundata import RunData, load_run
+from nxc.monitor.rundata import RunData, load_run, parse_time
 
 __all__ = ["REPORT_DIR", "ReportFiles", "render_html", "write_report"]
 
@@ -38,6 +38,20 @@ class ReportFiles:
 
 def _fmt_time(epoch: float) -> str:
     return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%H:%M:%S.%f")[:-3] + " UTC"
+
+
+def _run_phases(run: dict[str, Any]) -> list[tuple[str, str, float | None]]:
+    """The run record's ``<phase>_at`` times (started, running, stopped…) in order."""
+    stamps = []
+    for key, value in run.items():
+        if key.endswith("_at") and isinstance(value, str):
+            try:
+                stamps.append((key[: -len("_at")], value, parse_time(value)))
+            except ValueError:
+                continue
+    stamps.sort(key=lambda item: item[2])
+    first = stamps[0][2] if stamps else 0.0
+    return [(name, text, when - first) for name, text, when in stamps]
 
 
 def render_html(data: RunData, images: list[Path]) -> str:
@@ -88,6 +102,7 @@ def render_html(data: RunData, images: list[Path]) -> str:
         "node_log": data.node_log,
         "consoles": data.consoles,
         "fmt_time": _fmt_time,
+        "run_phases": _run_phases,
     }
     return template.render(context)
 

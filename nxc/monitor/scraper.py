@@ -44,6 +44,12 @@ __all__ = ["DEFAULT_INTERVAL", "Endpoint", "ScrapeTarget", "Scraper"]
 DEFAULT_INTERVAL = 1.0
 # Longest a stopping scraper waits for scrapes in flight before it leaves them.
 STOP_GRACE = 5.0
+# A node the runtime says is running but whose channel fails ("unreachable": its agent's
+# loop died, another driver holds its VM's backdoor…) is tried again after this long,
+# doubling up to the cap: each attempt may cost a connection timeout, and QEMU queues
+# connections to a backdoor held by another client.
+UNREACHABLE_BACKOFF = 30.0
+UNREACHABLE_BACKOFF_MAX = 120.0
 
 
 class ScrapeTarget(Protocol):
@@ -109,6 +115,8 @@ class _NodeState:
     failed_since: float | None = None
     last_ok_started: float = 0.0
     last_error: str = ""
+    unreachable: int = 0  # consecutive "unreachable" failures
+    retry_at: float = 0.0  # monotonic time before which the node is left alone
     inflight: Future[list[_Outcome]] | None = field(default=None, repr=False)
 
 
@@ -307,10 +315,21 @@ class Scraper:
                     target.name, NODE_JOB, now, "busy", "the previous scrape is still running"
                 )
                 continue
+            if state.retry_at and time.monotonic() < state.retry_at:
+                if self._still_up(target):
+                    continue  # backing off an unreachable node (see UNREACHABLE_BACKOFF)
+                state.retry_at, state.unreachable = 0.0, 0  # down now: say so at once
             mine = [e for e in endpoints if target.name in e.nodes]
             future = self._pool.submit(self._scrape_node, target, state.source, mine)
             future.add_done_callback(self._deliver)
             state.inflight = future
+
+    @staticmethod
+    def _still_up(target: ScrapeTarget) -> bool:
+        try:
+            return target.is_up()
+        except Exception:  # the runtime could not tell: keep backing off
+            return True
 
     def _deliver(self, future: Future[list[_Outcome]]) -> None:
         if future.cancelled():
@@ -355,9 +374,21 @@ class Scraper:
                     node=outcome.node,
                 )
             state.answering, state.failed_since, state.last_error = True, None, ""
+            state.unreachable, state.retry_at = 0, 0.0
             return
         state.source = None  # detect again: the node may have rebooted into another image
         state.last_error = f"{outcome.kind}: {_first_line(outcome.message)}"
+        if outcome.kind == "unreachable":
+            state.unreachable += 1
+            pause = min(UNREACHABLE_BACKOFF_MAX, UNREACHABLE_BACKOFF * 2 ** (state.unreachable - 1))
+            state.retry_at = time.monotonic() + pause
+            self.logger.info(
+                f"monitor: {outcome.node} is running but unreachable; next try in {pause:g}s "
+                "(at once if it stops)",
+                node=outcome.node,
+            )
+        else:
+            state.unreachable, state.retry_at = 0, 0.0
         if outcome.kind == "no-source":
             if state.answering is not False:
                 self.logger.warning(f"monitor: {outcome.message}", node=outcome.node)

@@ -17,9 +17,11 @@ from pathlib import Path
 import pytest
 
 from nxc.driver.driver import Driver
+from nxc.fsutil import write_state
 from nxc.monitor.hook import METRICS_FILE, MonitorOptions, monitoring
 from nxc.monitor.report import write_report
 from nxc.netem.validate import PairReport, Tolerances, ValidationReport
+from nxc.runs import RUN_VERSION, RunRecord, now
 from tests.conftest import run_nxc
 from tests.unit.monitor_nodes import image_bin, local_cluster
 
@@ -53,6 +55,11 @@ def make_run(tmp_path: Path) -> Path:
     run_dir = tmp_path / "runs" / "demo-123abc"
     run_dir.mkdir(parents=True)
     (run_dir / "manifest.json").write_text(json.dumps({"composition": "demo"}))
+    facts = {"id": run_dir.name, "composition": "demo", "flavour": "vm-ramdisk"}
+    started = {"status": "starting", "started_at": now(), "command": ["nxc", "start", "-t"]}
+    write_state(run_dir / "run.json", "run", RUN_VERSION, {**facts, **started})
+    record = RunRecord(run_dir)
+    record.mark("running")
     with local_cluster(tmp_path) as cluster:
         path = image_bin(tmp_path)
         cluster.add("node1", "server", 1, path)
@@ -69,6 +76,7 @@ def make_run(tmp_path: Path) -> Path:
             ) as monitor:
                 driver.extra_globals["monitor"] = monitor
                 assert driver.run_script(scenario, f"{session}.py") is passes
+        record.mark("stopped")
         # The runtime keeps each node's console in the run record (a local node's
         # "console" is the list of commands it ran).
         (run_dir / "nodes").mkdir()
@@ -137,6 +145,9 @@ def test_html_names_nodes_subtests_marks_gaps_and_netem(report_run: Path) -> Non
     page.feed(html)
     text = " ".join(" ".join(page.text).split())
     assert "nxc run demo-123abc" in text and "composition demo" in text
+    assert "run stopped · flavour vm-ramdisk" in text and "nxc start -t" in text
+    phases = html[html.index("run phase") : html.index('id="subtests"')]
+    assert all(p in phases for p in ("started", "running", "stopped"))
     assert "FAILED 001-first.py (driver session 001-first)" in text
     assert "3/4 subtests passed" in text
     assert "PASSED 002-second.py (driver session 002-second)" in text

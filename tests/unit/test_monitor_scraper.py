@@ -264,3 +264,21 @@ def test_monitoring_off_still_records_marks(cluster: LocalCluster, tmp_path: Pat
 def test_bad_interval_is_a_user_error() -> None:
     with pytest.raises(NxcError, match="must be positive"):
         MonitorOptions(interval=0)
+
+
+def test_unreachable_running_node_is_left_alone_then_seen_down_at_once(
+    cluster: LocalCluster, tmp_path: Path, store: MetricsStore
+) -> None:
+    # A running node whose channel fails (here: its shell cannot be started) is not
+    # hammered: one attempt, then a pause; once it is down, that is recorded at once.
+    broken = cluster.add("broken", "node", 1, image_bin(tmp_path))
+    broken.control.shell = "/nonexistent/sh"  # type: ignore[attr-defined]
+    with Scraper(cluster.machines, store, interval=0.1, logger=cluster.logger):
+        wait_for("the first failure", lambda: len(store.errors("broken")) >= 1)
+        time.sleep(1.0)  # ten ticks
+        errors = store.errors("broken")
+        assert [e.kind for e in errors] == ["unreachable"], errors
+        assert "cannot run /nonexistent/sh" in errors[0].message
+        broken.crash()
+        wait_for("a 'down' record", lambda: any(e.kind == "down" for e in store.errors("broken")))
+    assert "broken is running but unreachable; next try in 30s" in messages(cluster)
