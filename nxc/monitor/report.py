@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,18 +40,50 @@ def _fmt_time(epoch: float) -> str:
     return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%H:%M:%S.%f")[:-3] + " UTC"
 
 
-def _run_phases(run: dict[str, Any]) -> list[tuple[str, str, float | None]]:
-    """The run record's ``<phase>_at`` times (started, running, stopped…) in order."""
-    stamps = []
-    for key, value in run.items():
-        if key.endswith("_at") and isinstance(value, str):
+@dataclass(frozen=True)
+class _Phase:
+    name: str
+    at: str
+    offset: float  # seconds after the run started
+    duration: float | None
+    ok: bool
+    error: str
+
+
+def _run_phases(run: dict[str, Any]) -> list[_Phase]:
+    """The start phases the run record timed (check, record, expand, acquire, launch,
+    ready, netem), then its status changes (running, stopped, failed), in time order."""
+    rows: list[tuple[float, _Phase]] = []
+    for phase in run.get("phases", []):
+        try:
+            when = parse_time(str(phase["started_at"]))
+        except (KeyError, ValueError):
+            continue
+        duration = phase.get("duration")
+        ok = bool(phase.get("ok", True))
+        item = _Phase(
+            str(phase.get("name", "?")),
+            str(phase["started_at"]),
+            0.0,
+            float(duration) if duration is not None else None,
+            ok,
+            str(phase.get("error", "")),
+        )
+        rows.append((when, item))
+    for key in ("started_at", "running_at", "stopped_at", "failed_at"):
+        value = run.get(key)
+        if isinstance(value, str):
             try:
-                stamps.append((key[: -len("_at")], value, parse_time(value)))
+                when = parse_time(value)
             except ValueError:
                 continue
-    stamps.sort(key=lambda item: item[2])
-    first = stamps[0][2] if stamps else 0.0
-    return [(name, text, when - first) for name, text, when in stamps]
+            name = key[: -len("_at")]
+            rows.append((when, _Phase(f"status: {name}", value, 0.0, None, name != "failed", "")))
+    if not rows:
+        return []
+    first = min(when for when, _ in rows)
+    rows.sort(key=lambda row: row[0])
+    return [replace(item, offset=when - first) for when, item in rows]
 
 
 def render_html(data: RunData, images: list[Path]) -> str:
@@ -101,6 +133,7 @@ def render_html(data: RunData, images: list[Path]) -> str:
         "driver_log": data.driver_log,
         "node_log": data.node_log,
         "consoles": data.consoles,
+        "journals": data.journals,
         "fmt_time": _fmt_time,
         "run_phases": _run_phases,
     }

@@ -3,7 +3,8 @@
 A run directory (``<state>/runs/<run id>/``, see ``nxc/runs.py``) holds what the run left:
 ``run.json`` and ``manifest.json``, the metrics store, one ``driver/<n>-<time>/report.json``
 per driver session that ran a scenario, the nodes' consoles in ``nodes/<node>.console.log``
-(and ``.console.log.prev`` for the boot before a restart), and netem validation reports
+(and ``.console.log.prev`` for the boot before a restart) and ``nodes/<node>.journal.log``,
+and netem validation reports
 (any ``*.json`` with ``"nxc_netem_validation": 1``, e.g. written by
 ``netem.validate(report=...)``). Missing parts are simply absent from the report.
 """
@@ -86,6 +87,7 @@ class RunData:
     summaries: list[NodeSummary]
     netem: list[tuple[str, dict[str, Any]]]
     consoles: dict[str, str]
+    journals: dict[str, str] = field(default_factory=dict)
     composition: str = ""
     run: dict[str, Any] = field(default_factory=dict)
     node_log: dict[str, list[str]] = field(default_factory=dict)
@@ -148,6 +150,16 @@ def _consoles(run_dir: Path, nodes: list[tuple[str, str, int]]) -> dict[str, str
         if parts:
             consoles[name] = "".join(parts)
     return consoles
+
+
+def _journals(run_dir: Path, nodes: list[tuple[str, str, int]]) -> dict[str, str]:
+    """Each node's systemd journal, saved by ``nxc stop`` (nodes with systemd only)."""
+    found = {}
+    for name, _role, _index in nodes:
+        path = run_dir / NODES_DIR / f"{name}.journal.log"
+        if path.is_file():
+            found[name] = path.read_text(errors="replace")
+    return found
 
 
 def load_run(run_dir: Path) -> RunData:
@@ -219,6 +231,7 @@ def load_run(run_dir: Path) -> RunData:
         summaries=[],
         netem=netem,
         consoles=_consoles(run_dir, nodes),
+        journals=_journals(run_dir, nodes),
         composition=str(composition),
         run=run,
         node_log=dict(node_log),

@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 
 from nxc.driver.driver import Driver
-from nxc.fsutil import write_state
 from nxc.monitor.hook import METRICS_FILE, MonitorOptions, monitoring
 from nxc.monitor.report import write_report
 from nxc.netem.validate import PairReport, Tolerances, ValidationReport
-from nxc.runs import RUN_VERSION, RunRecord, now
+from nxc.project import Project
+from nxc.runs import PhaseClock, RunRecord, now
 from tests.conftest import run_nxc
 from tests.unit.monitor_nodes import image_bin, local_cluster
 
@@ -52,13 +52,13 @@ with subtest("second session"):
 
 def make_run(tmp_path: Path) -> Path:
     """A run record as nxc leaves one: two driver sessions, metrics, node consoles."""
-    run_dir = tmp_path / "runs" / "demo-123abc"
-    run_dir.mkdir(parents=True)
+    (tmp_path / "flake.nix").write_text("{ }\n")
+    record = RunRecord.create(Project(tmp_path), "demo-123abc", "demo", "vm-ramdisk")
+    run_dir = record.directory
     (run_dir / "manifest.json").write_text(json.dumps({"composition": "demo"}))
-    facts = {"id": run_dir.name, "composition": "demo", "flavour": "vm-ramdisk"}
-    started = {"status": "starting", "started_at": now(), "command": ["nxc", "start", "-t"]}
-    write_state(run_dir / "run.json", "run", RUN_VERSION, {**facts, **started})
-    record = RunRecord(run_dir)
+    clock = PhaseClock(record)
+    clock.add("acquire", now(), 0.25)
+    clock.add("launch", now(), 1.5)
     record.mark("running")
     with local_cluster(tmp_path) as cluster:
         path = image_bin(tmp_path)
@@ -145,9 +145,11 @@ def test_html_names_nodes_subtests_marks_gaps_and_netem(report_run: Path) -> Non
     page.feed(html)
     text = " ".join(" ".join(page.text).split())
     assert "nxc run demo-123abc" in text and "composition demo" in text
-    assert "run stopped · flavour vm-ramdisk" in text and "nxc start -t" in text
+    assert "run stopped · flavour vm-ramdisk" in text
     phases = html[html.index("run phase") : html.index('id="subtests"')]
-    assert all(p in phases for p in ("started", "running", "stopped"))
+    for phase in ("acquire", "launch", "status: started", "status: running", "status: stopped"):
+        assert phase in phases
+    assert "1.50" in phases  # launch's duration
     assert "FAILED 001-first.py (driver session 001-first)" in text
     assert "3/4 subtests passed" in text
     assert "PASSED 002-second.py (driver session 002-second)" in text
