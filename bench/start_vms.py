@@ -38,6 +38,8 @@ def timed_nxc_start(project: Path, keep: Path) -> tuple[float, dict[str, Any]]:
     for item in run_dir.iterdir():
         if item.name == "deployment.json" or item.name.endswith(".hostkey"):
             shutil.copy(item, keep / item.name)
+        elif item.name.endswith(".inputs"):
+            shutil.copytree(item, keep / item.name)
     nxc("stop", cwd=project)
     return elapsed, runtime
 
@@ -47,7 +49,10 @@ def timed_plain(runtime: dict[str, Any], inputs: Path) -> float:
     with tempfile.TemporaryDirectory(prefix="nxc-plain-") as tmp:
         tmpdir = Path(tmp)
         for item in inputs.iterdir():
-            shutil.copy(item, tmpdir / item.name)
+            if item.is_dir():
+                shutil.copytree(item, tmpdir / item.name)
+            else:
+                shutil.copy(item, tmpdir / item.name)
         log_dirs = {str(Path(n["files"]["console_log"]).parent) for n in runtime["nodes"].values()}
 
         def moved(arg: str) -> str:

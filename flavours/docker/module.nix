@@ -1,8 +1,11 @@
 # docker: a per-role container image whose entry point is the NixOS stage-2
 # init (systemd as PID 1). The runtime starts it with what systemd needs
 # (cgroup namespace, tmpfs on /run and /tmp, --privileged for tc/netem) and
-# mounts /nxc-input/ holding agent.env (NXC_AGENT_ARGS="--node NAME
-# --deployment file:/nxc-input/deployment.json --hostkey file:/nxc-input/hostkey").
+# mounts the node's input files (nxc/runtime/node_inputs.py: env, hosts,
+# authorized_keys, deployment.json, hostkey) read-only at /nxc-input/: the
+# agent reads them there when the kernel command line names no nxc.inputs
+# (equivalently NXC_AGENT_ARGS="--inputs dir:/nxc-input" in
+# /nxc-input/agent.env).
 { config, lib, pkgs, ... }:
 let
   toplevel = config.system.build.toplevel;

@@ -1,6 +1,7 @@
-# The nxc agent as a systemd unit: contextualisation from the deployment in
-# stage 2 (never in stage 1), backdoor shell on a virtio console for VMs,
-# readiness line with the boot id on the console.
+# The nxc agent as a systemd unit: contextualisation from the node's input
+# files (rendered by nxc on the host: env, hosts, authorized_keys,
+# deployment.json, hostkey) in stage 2 (never in stage 1), backdoor shell on a
+# virtio console for VMs, readiness line with the boot id on the console.
 { config, lib, pkgs, ... }:
 let
   cfg = config.nxc.agent;
@@ -30,7 +31,7 @@ in
     extraArgs = lib.mkOption {
       type = lib.types.listOf lib.types.str;
       default = [ ];
-      description = "Arguments added to the agent's command line (e.g. --deployment file:/…).";
+      description = "Arguments added to the agent's command line (e.g. --inputs dir:/…).";
     };
   };
 
@@ -46,14 +47,16 @@ in
       before = [ "network-pre.target" "dhcpcd.service" "sshd.service" "multi-user.target" ];
       wants = [ "network-pre.target" ];
       after = [ "systemd-udevd.service" "systemd-modules-load.service" "local-fs.target" ];
-      path = with pkgs; [ coreutils util-linux iproute2 gnugrep gnused gawk gzip kmod openssh procps findutils ];
+      path = with pkgs; [ coreutils util-linux iproute2 gnugrep gnused gawk kmod openssh procps findutils curl ];
       serviceConfig = {
         Type = "oneshot";
         # The backdoor keeps running in this unit's cgroup after the agent's
         # set-up is done.
         RemainAfterExit = true;
-        # Docker (no kernel command line of its own): the runtime mounts
-        # /nxc-input/agent.env with NXC_AGENT_ARGS="--node … --deployment file:…".
+        # Where the inputs are: nxc.inputs= on the kernel command line (VMs:
+        # fw_cfg files; Grid'5000: a directory or URL); with none, the agent reads
+        # /nxc-input/ when it exists (docker mounts the node's input files there).
+        # /nxc-input/agent.env may still add arguments (NXC_AGENT_ARGS="…").
         EnvironmentFile = "-/nxc-input/agent.env";
         # `up`: set the node up and print the ready line. sshd is a NixOS
         # service here, so the agent only installs the keys (host key at

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from nxc.errors import NxcError
 from nxc.runtime.node import Capability
-from nxc.runtime.transport import CommandResult, TransportError
+from nxc.runtime.transport import CommandResult, FileTransferError, TransportError
 
 __all__ = ["LocalNodeControl", "LocalNodeUnsupported", "LocalTransport"]
 
@@ -60,7 +60,9 @@ class LocalTransport:
         *,
         shell: str = "/bin/sh",
         on_output: _Recorder | None = None,
+        name: str = "local",
     ) -> None:
+        self.name = name
         self.cwd = cwd
         self.env = dict(os.environ if env is None else env)
         self.shell = shell
@@ -95,6 +97,12 @@ class LocalTransport:
                 if self._recorder is not None:
                     self._recorder.note(command, f"(killed after {timeout}s)")
                 raise TimeoutError(f"command timed out after {timeout}s") from None
+            except KeyboardInterrupt:
+                _kill_group(proc)
+                proc.communicate()
+                raise KeyboardInterrupt(
+                    f"{self.name}: interrupted; the command was killed on {self.name}"
+                ) from None
         finally:
             with self._lock:
                 self._procs.discard(proc)
@@ -115,15 +123,15 @@ class LocalTransport:
     def _copy(self, source: Path, target: Path, what: str) -> None:
         if self._closed:
             raise TransportError("local transport is closed (the node was stopped)")
-        partial = target.with_name(f".{target.name}.nxc-copy-{os.getpid()}")
+        partial = target.with_name(f".{target.name}.nxc-copy-{os.getpid()}-{threading.get_ident()}")
         try:
             if not source.is_file():
-                raise TransportError(f"local: cannot copy {what}: not a regular file")
+                raise FileTransferError(f"{self.name}: cannot copy {what}: not a regular file")
             shutil.copyfile(source, partial)
             shutil.copymode(source, partial)
             os.replace(partial, target)
         except OSError as err:
-            raise TransportError(f"local: cannot copy {what}: {err}") from None
+            raise FileTransferError(f"{self.name}: cannot copy {what}: {err}") from None
         finally:
             partial.unlink(missing_ok=True)
 
@@ -135,7 +143,9 @@ class LocalTransport:
             _kill_group(proc)
 
     def close(self) -> None:
+        """Refuse further commands and kill those in flight (they fail with TransportError)."""
         self._closed = True
+        self.kill_all()
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
@@ -206,7 +216,7 @@ class LocalNodeControl:
                 raise TransportError(f"{self.name} is not running")
             if self._transport is None:
                 self._transport = LocalTransport(
-                    self.root, self.env, shell=self.shell, on_output=self._console
+                    self.root, self.env, shell=self.shell, on_output=self._console, name=self.name
                 )
             return self._transport
 

@@ -21,10 +21,8 @@ waited for and what it saw last). Every command and its (truncated) output is lo
 
 from __future__ import annotations
 
-import base64
 import re
 import shlex
-import stat
 import tarfile
 import tempfile
 import threading
@@ -39,7 +37,13 @@ from nxc.errors import MachineError, NxcError, WaitTimeout
 from nxc.log import Logger, Span
 from nxc.log import log as default_log
 from nxc.runtime.node import Capability, NodeControl, require
-from nxc.runtime.transport import CommandResult, Transport, TransportError
+from nxc.runtime.transport import (
+    CommandResult,
+    FileTransferError,
+    NodeUnreachable,
+    Transport,
+    TransportError,
+)
 
 __all__ = [
     "CommandFailed",
@@ -54,12 +58,6 @@ __all__ = [
 # (``command`` keeps an unsupported option from exiting dash).
 # One line, so that one-line commands keep the backdoor's cheap raw form.
 STRICT_PRELUDE = "set -eu; command set -o pipefail 2>/dev/null || :; "
-
-# Raw bytes per command when uploading (a multiple of 3, so each piece is padding-free
-# base64 of 60 000 characters: well below the kernel's 128 KiB limit on one argument).
-UPLOAD_CHUNK = 45_000
-# Bytes read from the node per command when downloading.
-DOWNLOAD_CHUNK = 512 * 1024
 
 # Poll back-off of the wait_* methods: first pause, growth factor, longest pause.
 BACKOFF_FIRST = 0.05
@@ -171,8 +169,10 @@ class Machine:
     (default: the driver's ``out_dir``, or the current directory); ``strict`` adds
     the ``set -eu`` / ``pipefail`` prelude to every command (see module docs).
 
-    A machine may be used from several threads: commands to one node are sent one
-    at a time.
+    A machine may be used from several threads: commands to one node run
+    concurrently. Ctrl-C while a command runs kills it on the node (the
+    ``KeyboardInterrupt`` propagates and says so); :meth:`crash` and :meth:`shutdown`
+    never wait for commands in flight, which fail with :class:`ConnectionLost`.
     """
 
     def __init__(
@@ -196,6 +196,9 @@ class Machine:
         self._transport: Transport | None = None
         self._lock = threading.RLock()
         self._has_systemd: bool | None = None
+        # the transport this machine closed last and why ("crashed", "shut down"…):
+        # explains why the commands in flight on it lost their channel
+        self._dropped: tuple[Transport, str] | None = None
 
     # -- identity ------------------------------------------------------------------
 
@@ -258,26 +261,44 @@ class Machine:
             return ""
         return f"\n  console tail:\n{_indent(console)}" if console.strip() else ""
 
-    def _send(self, command: str, timeout: float | None) -> CommandResult:
+    def _send(self, text: str, timeout: float | None, command: str | None = None) -> CommandResult:
+        """Run ``text`` (``command`` plus any prelude; messages show ``command``)."""
+        # The lock covers finding the transport only: commands run concurrently (the
+        # transport multiplexes them), and crash()/shutdown() never wait for them.
         with self._lock:
             transport = self._connected()
-            try:
-                return transport.run(command, timeout)
-            except TimeoutError:
-                return CommandResult(TIMEOUT_STATUS, b"", f"timed out after {timeout}s".encode())
-            except TransportError as err:
+        try:
+            return transport.run(text, timeout)
+        except TimeoutError:
+            return CommandResult(TIMEOUT_STATUS, b"", f"timed out after {timeout}s".encode())
+        except TransportError as err:
+            raise self._lost(transport, text if command is None else command, err) from err
+
+    def _lost(self, transport: Transport, command: str, err: TransportError) -> ConnectionLost:
+        with self._lock:
+            if self._transport is transport:
                 self._transport = None
-                raise ConnectionLost(
-                    self._name,
-                    f"{self._name}: lost the connection running `{_short(command)}`: {err}"
-                    + self._console_hint(),
-                ) from err
+            dropped = self._dropped
+        if isinstance(err, NodeUnreachable):
+            return ConnectionLost(
+                self._name, f"{self._name}: cannot reach the node: {err}{self._console_hint()}"
+            )
+        if dropped is not None and dropped[0] is transport:
+            return ConnectionLost(
+                self._name,
+                f"{self._name}: the node was {dropped[1]} while `{_short(command)}` ran",
+            )
+        return ConnectionLost(
+            self._name,
+            f"{self._name}: lost the connection running `{_short(command)}`: {err}"
+            + self._console_hint(),
+        )
 
     def _exec(self, command: str, timeout: float | None, *, strict: bool | None = None) -> _Outcome:
         use_strict = self.strict if strict is None else strict
         text = STRICT_PRELUDE + command if use_strict else command
         started = time.monotonic()
-        result = self._send(text, timeout)
+        result = self._send(text, timeout, command)
         elapsed = time.monotonic() - started
         timed_out = (
             result.status == TIMEOUT_STATUS and timeout is not None and elapsed >= timeout * 0.95
@@ -297,7 +318,7 @@ class Machine:
         For tools built on the driver (netem, event polling). A time limit running out
         gives status 124; a broken channel raises :class:`ConnectionLost`.
         """
-        return self._send(STRICT_PRELUDE + command if strict else command, timeout)
+        return self._send(STRICT_PRELUDE + command if strict else command, timeout, command)
 
     def execute(
         self,
@@ -640,11 +661,11 @@ class Machine:
     def copy_to_machine(self, source: str | Path, target: str) -> None:
         """Copy the host file or directory ``source`` to ``target`` on the node.
 
-        A file is written at ``target`` (its mode bits kept); a directory's contents go
-        into the directory ``target`` (created, merged if it exists). A ``target``
-        ending in ``/`` means "into that directory", keeping the source's name. The
-        data travels as base64 pieces over the transport (tar for directories) and
-        works with busybox ``base64``/``tar`` on the node.
+        A file is written at ``target`` (atomically, its mode bits kept); a directory's
+        contents go into the directory ``target`` (created, merged if it exists; modes
+        kept). A ``target`` ending in ``/`` means "into that directory", keeping the
+        source's name. Files travel with the transport's ``put`` (a directory as one
+        tar archive, unpacked with the node's ``tar``).
         """
         src = Path(source)
         if not src.exists():
@@ -652,51 +673,48 @@ class Machine:
         if target.endswith("/"):
             target = target + src.name
         dst = target.rstrip("/") or "/"
+        q_dst = shlex.quote(dst)
         with self.nested(f"copying {src} to {dst}"):
-            stage = f"{dst}.nxc-copy-{int(time.time() * 1e6):x}"
-            q_dst, q_stage, q_b64 = (
-                shlex.quote(dst),
-                shlex.quote(stage),
-                shlex.quote(stage + ".b64"),
-            )
-            self._check(f'mkdir -p "$(dirname {q_dst})" && : > {q_b64}', f"prepare {dst}")
-            try:
-                if src.is_dir():
-                    with tempfile.TemporaryFile() as archive:
-                        _write_tar(src, archive)
-                        size = archive.tell()
-                        archive.seek(0)
-                        self._upload(archive, q_b64)
-                    self._check(
-                        f"mkdir -p {q_dst} && base64 -d < {q_b64} | tar -xf - -C {q_dst}",
-                        f"unpack into {dst}",
-                    )
-                else:
-                    mode = stat.S_IMODE(src.stat().st_mode)
-                    with src.open("rb") as handle:
-                        self._upload(handle, q_b64)
-                    size = src.stat().st_size
-                    got = self._check(
-                        f"base64 -d < {q_b64} > {q_stage} && chmod {mode:o} {q_stage} "
-                        f"&& mv -f {q_stage} {q_dst} && wc -c < {q_dst}",
-                        f"write {dst}",
-                    )
-                    if got.strip() != str(size):
-                        raise MachineError(
-                            f"{self._name}: copy of {src} to {dst} wrote {got.strip()} bytes, "
-                            f"expected {size}"
+            if src.is_dir():
+                stage = f"{dst}.nxc-copy-{int(time.time() * 1e6):x}.tar"
+                self._check(f"mkdir -p {q_dst}", f"create {dst}")
+                with tempfile.TemporaryDirectory(prefix="nxc-copy-") as tmp:
+                    archive = Path(tmp) / "copy.tar"
+                    with archive.open("wb") as handle:
+                        _write_tar(src, handle)
+                    size = archive.stat().st_size
+                    try:
+                        self._put(archive, stage)
+                        self._check(
+                            f"tar -xf {shlex.quote(stage)} -C {q_dst}", f"unpack into {dst}"
                         )
-            finally:
-                self.run(f"rm -f {q_b64} {q_stage}", 60)
+                    finally:
+                        self.run(f"rm -f {shlex.quote(stage)}", 60)
+            else:
+                size = src.stat().st_size
+                self._check(f'mkdir -p "$(dirname {q_dst})"', f"create the directory of {dst}")
+                self._put(src, dst)
             self.logger.debug(f"copied {size} bytes", node=self._name)
 
-    def _upload(self, handle: Any, q_b64: str) -> None:
-        while True:
-            piece = handle.read(UPLOAD_CHUNK)
-            if not piece:
-                return
-            text = base64.b64encode(piece).decode("ascii")
-            self._check(f"printf '%s\\n' {text} >> {q_b64}", "upload")
+    def _put(self, source: Path, target: str) -> None:
+        with self._lock:
+            transport = self._connected()
+        try:
+            transport.put(source, target)
+        except FileTransferError as err:
+            raise MachineError(f"{self._name}: copy failed: {err}") from None
+        except TransportError as err:
+            raise self._lost(transport, f"copy {source} to {target}", err) from err
+
+    def _get(self, source: str, target: Path) -> None:
+        with self._lock:
+            transport = self._connected()
+        try:
+            transport.get(source, target)
+        except FileTransferError as err:
+            raise MachineError(f"{self._name}: copy failed: {err}") from None
+        except TransportError as err:
+            raise self._lost(transport, f"copy {source} from the node", err) from err
 
     def _check(self, command: str, what: str, timeout: float = 600) -> str:
         result = self.run(command, timeout)
@@ -720,8 +738,8 @@ class Machine:
         """Copy the node's file or directory ``source`` to the host.
 
         It lands in ``out_dir / target_dir / basename(source)`` (``target_dir`` may be
-        absolute); the host path is returned. Files are read in pieces; a directory is
-        packed with ``tar`` on the node first.
+        absolute); the host path is returned. A file keeps its mode bits; a directory
+        is packed with ``tar`` on the node and travels as one file.
         """
         name = Path(source.rstrip("/")).name or "root"
         destination = self._resolve_out_dir() / target_dir / name
@@ -729,62 +747,33 @@ class Machine:
         with self.nested(f"copying {source} from the node to {destination}"):
             probe = (
                 f"if [ -d {q_src} ]; then echo dir; "
-                f"elif [ -f {q_src} ]; then echo file $(wc -c < {q_src}) "
-                f"$([ -x {q_src} ] && echo x || echo -); else echo missing; fi"
+                f"elif [ -f {q_src} ]; then echo file; else echo missing; fi"
             )
-            kind = self._check(probe, f"look at {source}").split()
-            if not kind or kind[0] == "missing":
+            kind = self._check(probe, f"look at {source}").strip()
+            if kind not in ("file", "dir"):
                 raise MachineError(f"{self._name}: copy_from_machine: {source} does not exist")
             destination.parent.mkdir(parents=True, exist_ok=True)
-            if kind[0] == "file":
-                size = int(kind[1])
-                partial = destination.with_name(destination.name + ".nxc-part")
-                self._download(q_src, size, partial)
-                partial.chmod(0o755 if kind[2] == "x" else 0o644)
-                partial.replace(destination)
+            if kind == "file":
+                self._get(source, destination)
+                size = destination.stat().st_size
             else:
                 archive_path = self._check(
                     'mktemp "${TMPDIR:-/tmp}/nxc-copy.XXXXXX"', "make a temporary file"
                 ).strip()
                 q_archive = shlex.quote(archive_path)
                 try:
-                    size = int(
-                        self._check(
-                            f"tar -cf {q_archive} -C {q_src} . && wc -c < {q_archive}",
-                            f"pack {source}",
-                        ).strip()
-                    )
-                    with tempfile.NamedTemporaryFile(suffix=".tar") as local_archive:
-                        self._download(q_archive, size, Path(local_archive.name))
+                    self._check(f"tar -cf {q_archive} -C {q_src} .", f"pack {source}")
+                    with tempfile.TemporaryDirectory(prefix="nxc-copy-") as tmp:
+                        local_archive = Path(tmp) / "copy.tar"
+                        self._get(archive_path, local_archive)
+                        size = local_archive.stat().st_size
                         destination.mkdir(parents=True, exist_ok=True)
-                        with tarfile.open(local_archive.name) as tar:
+                        with tarfile.open(local_archive) as tar:
                             tar.extractall(destination, filter="tar")
                 finally:
                     self.run(f"rm -f {q_archive}", 60)
             self.logger.debug(f"copied {size} bytes", node=self._name)
         return destination
-
-    def _download(self, q_path: str, size: int, target: Path) -> None:
-        with target.open("wb") as out:
-            offset = 0
-            block = 0
-            while offset < size:
-                result = self.run(
-                    f"dd if={q_path} bs={DOWNLOAD_CHUNK} skip={block} count=1 2>/dev/null", 600
-                )
-                if result.status != 0 or (not result.stdout and offset < size):
-                    raise MachineError(
-                        f"{self._name}: reading {q_path} at byte {offset} of {size} failed "
-                        f"(status {result.status}): {result.stderr.decode(errors='replace')}"
-                    )
-                out.write(result.stdout)
-                offset += len(result.stdout)
-                block += 1
-            if offset != size:
-                raise MachineError(
-                    f"{self._name}: read {offset} bytes of {q_path}, expected {size} "
-                    "(did it change during the copy?)"
-                )
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -805,10 +794,13 @@ class Machine:
                 self._control.start(timeout)
 
     def shutdown(self, timeout: float = 60.0) -> None:
-        """Power the node off cleanly and wait until it has stopped."""
+        """Power the node off cleanly and wait until it has stopped.
+
+        Commands in flight fail at once with :class:`ConnectionLost`.
+        """
         require(self._control, Capability.POWER, "shutdown")
         with self.nested("shutting down"):
-            self._drop_transport()
+            self._drop_transport("shut down")
             self._control.shutdown(timeout)
 
     def crash(self) -> None:
@@ -819,7 +811,7 @@ class Machine:
         """
         require(self._control, Capability.CRASH, "crash")
         with self.nested("crashing"):
-            self._drop_transport()
+            self._drop_transport("crashed")
             self._control.crash()
 
     def reboot(self, timeout: float = 180.0) -> None:
@@ -852,17 +844,21 @@ class Machine:
         )
         time.sleep(seconds)
 
-    def _drop_transport(self) -> None:
+    def _drop_transport(self, why: str | None = None) -> None:
+        # Not under the lock: closing must not wait for anything (commands in flight
+        # fail at once).
         transport, self._transport = self._transport, None
         self._has_systemd = None
+        if transport is not None and why is not None:
+            self._dropped = (transport, why)
         if transport is not None:
             with suppress(TransportError, OSError):
                 transport.close()
 
     def release(self) -> None:
-        """Close the channel to the node (the node keeps running)."""
-        with self._lock:
-            self._drop_transport()
+        """Close the channel to the node (the node keeps running; commands in flight
+        are killed and fail with :class:`ConnectionLost`)."""
+        self._drop_transport("released")
 
 
 def _write_tar(src: Path, archive: Any) -> None:

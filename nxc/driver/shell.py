@@ -4,6 +4,11 @@
 their roles, then opens ptpython with the same names a scenario sees
 (:meth:`~nxc.driver.driver.Driver.globals`). It needs a terminal: without one it
 raises :class:`~nxc.errors.NxcError` (one line) instead of hanging or garbling.
+
+Ctrl-C while a command runs kills that command on its node (the transports do it on
+``KeyboardInterrupt``) and the shell shows what happened, e.g. ``KeyboardInterrupt:
+node1: interrupted; the command was killed on node1``; the channel stays
+usable for the next command.
 """
 
 from __future__ import annotations
@@ -51,6 +56,15 @@ def _require_terminal(stdin: TextIO, stdout: TextIO) -> None:
             )
 
 
+def _interrupt_printer(repl: Any) -> Any:
+    def show(exc: KeyboardInterrupt) -> None:
+        text = f"KeyboardInterrupt: {exc}" if str(exc) else "KeyboardInterrupt"
+        repl.app.output.write(f"\r{text}\n\n")
+        repl.app.output.flush()
+
+    return show
+
+
 def interactive_shell(
     driver: Driver,
     history: Path | None = None,
@@ -80,6 +94,9 @@ def interactive_shell(
         repl.confirm_exit = False
         repl.show_signature = True
         repl.show_docstring = False
+        # ptpython prints a bare "KeyboardInterrupt"; the transports' message says
+        # whether the node's command was killed.
+        repl._handle_keyboard_interrupt = _interrupt_printer(repl)
 
     embed(
         globals=names,

@@ -554,9 +554,17 @@ class Netem:
                 raise outcome.error
         if errors:
             first = errors[0][1]
-            cls = type(first) if all(type(e) is type(first) for _, e in errors) else NxcError
             if isinstance(first, ContractError) and len(errors) == len(names):
                 raise first
+            # Keep netem's own kind of error when every node had the same one; anything
+            # else (a node unreachable or busy: the driver's ConnectionLost, whose
+            # constructor takes the node too) becomes a plain NxcError. Each message
+            # starts with its node's name and says why.
+            cls: type[NxcError] = NxcError
+            if type(first).__init__ is NxcError.__init__ and all(
+                type(e) is type(first) for _, e in errors
+            ):
+                cls = type(first)
             detail = "; ".join(str(e) for _, e in errors)
             failed = len(errors)
             raise cls(f"netem {what} failed on {failed} node{'s' if failed > 1 else ''}: {detail}")

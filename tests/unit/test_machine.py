@@ -19,7 +19,6 @@ import pytest
 
 from nxc.driver.local import LocalNodeControl, LocalNodeUnsupported
 from nxc.driver.machine import (
-    UPLOAD_CHUNK,
     CommandFailed,
     ConnectionLost,
     Machine,
@@ -321,7 +320,7 @@ def test_wait_for_console_text(make: MakeMachine) -> None:
 
 def test_copy_file_round_trip_binary(make: MakeMachine, flavour: str, tmp_path: Path) -> None:
     node = make(flavour=flavour)
-    payload = os.urandom(UPLOAD_CHUNK * 3 + 17) + bytes(range(256))
+    payload = os.urandom(3 * 45_000 + 17) + bytes(range(256))
     source = tmp_path / "blob.bin"
     source.write_bytes(payload)
     source.chmod(0o750)

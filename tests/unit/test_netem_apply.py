@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from nxc.driver.machine import Machine
 from nxc.errors import NxcError
+from nxc.flavours.vm_ramdisk.backdoor import BackdoorTransport
+from nxc.log import Logger
 from nxc.netem import apply as ap
 from nxc.netem import tcgen
 from nxc.netem.cli import NetemSession, netem
@@ -256,3 +261,46 @@ def test_from_manifest(tmp_path: Path) -> None:
     assert "(2 shaped pairs)" in result.output
     assert s.machines["client1"].batches()  # type: ignore[attr-defined]
     assert not s.machines["server1"].batches()  # type: ignore[attr-defined]
+
+
+class _BackdoorNode:
+    """NodeControl of a VM whose backdoor socket is ``path`` (served or not)."""
+
+    def __init__(self, name: str, path: Path) -> None:
+        self.name = name
+        self.path = path
+
+    def transport(self) -> BackdoorTransport:
+        return BackdoorTransport(self.path, self.name, connect_timeout=0.3, handshake_timeout=0.5)
+
+    def is_running(self) -> bool:
+        return True
+
+    def console_tail(self, lines: int = 20) -> str:
+        return ""
+
+
+def test_unreachable_and_busy_nodes_are_one_clear_error(tmp_path: Path) -> None:
+    """A node busy (another driver attached: QEMU accepts, nobody answers) or unreachable
+    made netem crash with a TypeError (ConnectionLost rebuilt with one argument)."""
+    busy = socket.socket(socket.AF_UNIX)
+    busy.bind(str(tmp_path / "busy.sock"))
+    busy.listen(1)  # connections are accepted by the kernel, never served
+    try:
+        paths = {"server1": "missing.sock", "client1": "busy.sock", "client2": "missing.sock"}
+        ms = {
+            name: Machine(
+                name, "r", 1, _BackdoorNode(name, tmp_path / path), Logger(stream=io.StringIO())
+            )
+            for name, path in paths.items()
+        }
+        with pytest.raises(NxcError) as caught:
+            ap.Netem(DEPLOYMENT, ms, TOPOLOGY).reset()
+        message = str(caught.value)
+        assert message.startswith("netem reset failed on 3 nodes: server1: cannot reach the node")
+        assert "client1: cannot reach the node: client1: the backdoor at" in message
+        assert "another nxc driver or shell may be attached" in message
+        assert "client2: cannot reach the node: client2: backdoor socket" in message
+        assert "not connectable" in message
+    finally:
+        busy.close()

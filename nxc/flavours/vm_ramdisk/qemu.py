@@ -10,13 +10,16 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from nxc.contracts import Node
+from nxc.contracts import Deployment, Node
 from nxc.ledger import Ledger
+from nxc.runtime import node_inputs
 from nxc.wait import Attempt, PollExpired, poll
 
 BACKDOOR_PORT_NAME = "nxc.backdoor"
-DEPLOYMENT_FWCFG = "opt/nxc/deployment"
-HOSTKEY_FWCFG = "opt/nxc/hostkey"
+# The node's input files (Contract 3) are fw_cfg files <prefix>/<name>: the agent reads
+# /sys/firmware/qemu_fw_cfg/by_name/<prefix>/<name>/raw (nxc.inputs=fwcfg:<prefix>).
+# Nothing secret goes on the kernel command line.
+INPUTS_FWCFG = "opt/nxc"
 EXPERIMENT_NETDEV = "exp"
 DEFAULT_MEMORY_MB = 256
 DEFAULT_CPUS = 1
@@ -34,6 +37,7 @@ class VmFiles:
     qmp_socket: Path
     pid_file: Path
     host_key: Path
+    inputs: Path | None = None  # the node's rendered input files (env, hosts…)
 
     @classmethod
     def for_node(cls, runtime_dir: Path, log_dir: Path, name: str) -> VmFiles:
@@ -46,6 +50,7 @@ class VmFiles:
             qmp_socket=runtime_dir / f"{name}.qmp",
             pid_file=runtime_dir / f"{name}.pid",
             host_key=runtime_dir / f"{name}.hostkey",
+            inputs=runtime_dir / f"{name}.inputs",
         )
 
 
@@ -54,14 +59,42 @@ def opt(value: object) -> str:
     return str(value).replace(",", ",,")
 
 
+def write_inputs(files: VmFiles, deployment: Deployment, name: str) -> None:
+    """Render node ``name``'s input files into ``files.inputs``.
+
+    The host key (``files.host_key``) and the deployment file are written by the
+    runtime and handed to QEMU where they are.
+    """
+    assert files.inputs is not None
+    rendered = node_inputs.render(deployment, name)
+    shared = {node_inputs.DEPLOYMENT}
+    own = {k: v for k, v in rendered.files.items() if k not in shared}
+    node_inputs.write(node_inputs.NodeInputs(name, own), files.inputs)
+
+
+def inputs_args(files: VmFiles, deployment_file: Path) -> list[str]:
+    """``-fw_cfg`` options handing the node its input files."""
+    assert files.inputs is not None
+    paths = {
+        node_inputs.ENV: files.inputs / node_inputs.ENV,
+        node_inputs.HOSTS: files.inputs / node_inputs.HOSTS,
+        node_inputs.AUTHORIZED_KEYS: files.inputs / node_inputs.AUTHORIZED_KEYS,
+        node_inputs.DEPLOYMENT: deployment_file,
+        node_inputs.HOST_KEY: files.host_key,
+    }
+    args: list[str] = []
+    for name, path in paths.items():
+        args += ["-fw_cfg", f"name={INPUTS_FWCFG}/{name},file={opt(path)}"]
+    return args
+
+
 def kernel_command_line(role_params: str, node: Node) -> str:
     params = [
         role_params.strip(),
         "console=ttyS0",
         "panic=-1",
         f"nxc.node={node.name}",
-        f"nxc.deployment=fwcfg:{DEPLOYMENT_FWCFG}",
-        f"nxc.hostkey=fwcfg:{HOSTKEY_FWCFG}",
+        f"nxc.inputs=fwcfg:{INPUTS_FWCFG}",
         f"nxc.backdoor={BACKDOOR_PORT_NAME}",
         "nxc.mgmt=dhcp",
     ]
@@ -105,8 +138,7 @@ def qemu_command(
         # A chardev, not "-serial file:PATH": that legacy form cannot carry every path.
         "-chardev", f"file,id=console,path={opt(files.console_log)}",
         "-serial", "chardev:console",
-        "-fw_cfg", f"name={DEPLOYMENT_FWCFG},file={opt(deployment_file)}",
-        "-fw_cfg", f"name={HOSTKEY_FWCFG},file={opt(files.host_key)}",
+        *inputs_args(files, deployment_file),
         "-device", "virtio-serial-pci",
         "-chardev", f"socket,id=backdoor,path={opt(files.backdoor_socket)},server=on,wait=off",
         "-device", f"virtserialport,chardev=backdoor,name={BACKDOOR_PORT_NAME}",

@@ -31,6 +31,7 @@ from nxc.flavours.vm_ramdisk.qemu import (
     VmFiles,
     choose_accel,
     qemu_command,
+    write_inputs,
 )
 from nxc.flavours.vm_ramdisk.qmp import qmp_command
 from nxc.ledger import Ledger, Resource, process_start_time
@@ -439,6 +440,7 @@ class VmRamdiskRuntime(RuntimeBase):
             files = VmFiles.for_node(ctx.runtime_dir, node_dir, node.name)
             files.host_key.write_bytes(ctx.host_keys[node.name].read_bytes())
             files.host_key.chmod(0o600)
+            write_inputs(files, deployment, node.name)
             memory = ctx.options.get("memory", node.role, role.memory_mb or DEFAULT_MEMORY_MB)
             cpus = ctx.options.get("cpus", node.role, role.cpus or DEFAULT_CPUS)
             assert node.ssh_port is not None
