@@ -37,7 +37,9 @@ def deployment(**changes: object) -> Deployment:
 def env_of(text: str) -> dict[str, str]:
     """What a POSIX shell makes of the env file (the agent sources it)."""
     script = f"{text}\nset | grep '^NXC_'"
-    out = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["sh", "-c", script], capture_output=True, text=True, check=True, env={}
+    ).stdout
     values = {}
     for line in out.splitlines():
         key, _, value = line.partition("=")
