@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import shlex
 import threading
 import time
 from dataclasses import dataclass, field
@@ -35,15 +36,31 @@ EXEC_PATH = (
 )
 STOP_TIMEOUT = 10
 
-# Puts the experiment NIC back after a reconnection: Docker gives it a name and MAC of
-# its own; the node expects its deployment's (netem, the agent's /etc/nxc/interface).
-_RENAME_NIC = """\
+# The agent renames the experiment NIC (Docker's eth0) to the deployment's interface
+# name. Docker still knows it by its own name, and a disconnection only removes the
+# interface of that name: blocking gives it back its Docker name first, unblocking
+# names Docker's new interface (eth1, eth2…) like the deployment again, MAC included,
+# and prints the Docker name for the next block.
+_FIND_IP = """\
 for p in /usr/sbin/ip /sbin/ip /run/current-system/sw/bin/ip /usr/bin/ip /bin/ip; do
   [ -x "$p" ] && case "$("$p" -V 2>&1)" in *iproute2*) IP=$p; break ;; esac
 done
 [ -n "${IP:-}" ] || IP="busybox ip"
+"""
+_GIVE_BACK_NIC = (
+    _FIND_IP
+    + """\
+[ -e "/sys/class/net/$IFACE" ] || exit 0
+[ "$IFACE" != "$DOCKER" ] || exit 0
+$IP link set dev "$IFACE" down && $IP link set dev "$IFACE" name "$DOCKER"
+"""
+)
+_TAKE_NIC = (
+    _FIND_IP
+    + """\
 dev=$($IP -o -4 addr show to "$V4" | awk '{ print $2; exit }')
 [ -n "$dev" ] || { echo "no interface has $V4" >&2; exit 1; }
+echo "$dev"
 if [ "$dev" != "$IFACE" ]; then
   $IP link set dev "$dev" down && $IP link set dev "$dev" address "$MAC" &&
     $IP link set dev "$dev" name "$IFACE" || exit 1
@@ -51,6 +68,9 @@ fi
 $IP link set dev "$IFACE" up && $IP addr replace "$V4" dev "$IFACE" || exit 1
 [ -z "$V6" ] || $IP addr replace "$V6" dev "$IFACE" nodad
 """
+)
+# What Docker calls a container's first interface.
+DOCKER_FIRST_NIC = "eth0"
 
 
 class LogFollower:
@@ -153,6 +173,7 @@ class DockerNode:
     client: Any  # docker.DockerClient of the daemon
     state: RuntimeState | None = None
     last_boot_id: str | None = None
+    docker_nic: str = DOCKER_FIRST_NIC  # Docker's name of the experiment NIC
     flavour: str = "docker"
     capabilities: frozenset[Capability] = CONTAINER_CAPABILITIES
     _transport: DockerExecTransport | None = field(default=None, repr=False)
@@ -195,7 +216,8 @@ class DockerNode:
             return
 
         def change(state: dict[str, Any]) -> None:
-            state["nodes"][self.name]["boot_id"] = self.last_boot_id
+            entry = state["nodes"][self.name]
+            entry.update(boot_id=self.last_boot_id, docker_nic=self.docker_nic)
 
         with contextlib.suppress(StateError):
             self.state.update(change)
@@ -205,6 +227,7 @@ class DockerNode:
     def boot(self, since: float | None) -> None:
         """Start the created (or stopped) container and begin following its log."""
         self.last_boot_id, old = None, self.last_boot_id
+        self.docker_nic = DOCKER_FIRST_NIC  # a new sandbox: Docker numbers from eth0 again
         self._call("starting the container", "start")
         self._follower = LogFollower(self.api, self.container, self.name, since, old).start()
 
@@ -282,9 +305,32 @@ class DockerNode:
             self.api.kill(self.container)
         self._wait_stopped(10)
 
+    def _script(self, text: str, doing: str) -> str:
+        values = {
+            "V4": self.ipv4,
+            "V6": self.ipv6,
+            "MAC": self.mac,
+            "IFACE": self.interface,
+            "DOCKER": self.docker_nic,
+        }
+        prelude = "".join(f"{key}={shlex.quote(value)}\n" for key, value in values.items())
+        result = self.transport().run(prelude + text, 30)
+        if result.status != 0:
+            detail = result.stderr.decode(errors="replace").strip() or f"status {result.status}"
+            raise NxcError(f"{self.name}: {doing}: {detail}")
+        return result.output
+
+    def _paused(self) -> bool:
+        found = self._inspect()
+        return bool(found and found["State"].get("Paused"))
+
     def block(self) -> None:
         from docker.errors import APIError
 
+        if self._paused():
+            raise NxcError(f"{self.name}: block: the node is paused (resume it first)")
+        if self.is_running():
+            self._script(_GIVE_BACK_NIC, f"block: giving {self.interface} back to Docker")
         try:
             self.api.disconnect_container_from_network(self.container, self.network)
         except APIError as exc:
@@ -293,6 +339,8 @@ class DockerNode:
     def unblock(self) -> None:
         from docker.errors import APIError
 
+        if self._paused():
+            raise NxcError(f"{self.name}: unblock: the node is paused (resume it first)")
         try:
             self.api.connect_container_to_network(
                 self.container,
@@ -305,19 +353,9 @@ class DockerNode:
             raise NxcError(f"{self.name}: unblock: {exc.explanation or exc}") from None
         if not self.is_running():
             return  # the agent names the NIC when the node starts
-        values = {
-            "V4": self.ipv4,
-            "V6": self.ipv6,
-            "MAC": self.mac,
-            "IFACE": self.interface,
-        }
-        prelude = "".join(f"{key}='{value}'\n" for key, value in values.items())
-        result = self.transport().run(prelude + _RENAME_NIC, 30)
-        if result.status != 0:
-            raise NxcError(
-                f"{self.name}: unblock: could not restore {self.interface}: "
-                f"{result.stderr.decode(errors='replace').strip() or result.status}"
-            )
+        output = self._script(_TAKE_NIC, f"unblock: restoring {self.interface}")
+        self.docker_nic = (output.split() or [DOCKER_FIRST_NIC])[0]
+        self._save()
 
     def pause(self) -> None:
         self._call("pausing the container", "pause")

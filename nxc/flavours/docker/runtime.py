@@ -29,7 +29,7 @@ from nxc.flavours.docker import daemon as daemons
 from nxc.flavours.docker.daemon import Daemon
 from nxc.flavours.docker.images import ImageSpec, ensure_image, has_image, image_ref
 from nxc.flavours.docker.kinds import KINDS
-from nxc.flavours.docker.node import EXEC_PATH, DockerNode, wait_all_ready
+from nxc.flavours.docker.node import DOCKER_FIRST_NIC, EXEC_PATH, DockerNode, wait_all_ready
 from nxc.ledger import Kind, Resource, process_start_time
 from nxc.parallel import each, fan_out
 from nxc.project import OWNED_MARK, Project, runtime_base_dir
@@ -56,6 +56,12 @@ def project_key(project: Project) -> str:
 
 def _labels(project: Project, deployment_id: str, **more: str) -> dict[str, str]:
     return {"nxc.project": project_key(project), "nxc.deployment": deployment_id, **more}
+
+
+def _with_length(address: str, prefix: str) -> str:
+    if not address or "/" in address:
+        return address
+    return f"{address}/{ipaddress.ip_network(prefix, strict=False).prefixlen}"
 
 
 def _gateway(prefix: str) -> str:
@@ -290,10 +296,13 @@ class DockerRuntime(RuntimeBase):
             directory = self._write_inputs(ctx, inputs, node, deployment_json)
             container = f"nxc-{deployment.id}-{node.name}"
             environment = self._environment(deployment, node)
+            # With their prefix lengths: unblock gives the NIC back its addresses.
+            ipv4 = _with_length(node.ipv4, deployment.ipv4_prefix)
+            ipv6 = _with_length(node.ipv6, deployment.ipv6_prefix)
             state["nodes"][node.name] = {
                 "container": container,
-                "ipv4": node.ipv4,
-                "ipv6": node.ipv6,
+                "ipv4": ipv4,
+                "ipv6": ipv6,
                 "mac": node.mac,
                 "environment": environment,
             }
@@ -301,8 +310,8 @@ class DockerRuntime(RuntimeBase):
                 name=node.name,
                 container=container,
                 network=state["network"],
-                ipv4=node.ipv4,
-                ipv6=node.ipv6,
+                ipv4=ipv4,
+                ipv6=ipv6,
                 mac=node.mac,
                 interface=deployment.interface,
                 environment=environment,
@@ -463,6 +472,7 @@ class DockerRuntime(RuntimeBase):
                     client=client,
                     state=runtime,
                     last_boot_id=entry.get("boot_id"),
+                    docker_nic=entry.get("docker_nic") or DOCKER_FIRST_NIC,
                 )
         except (KeyError, TypeError, AttributeError) as exc:
             raise StateError(f"{runtime.path}: corrupt state file ({exc!r})") from None

@@ -20,6 +20,7 @@ import contextlib
 import io
 import secrets
 import shlex
+import socket as pysocket
 import stat
 import struct
 import tarfile
@@ -125,6 +126,9 @@ class _Stream:
                 (self.stderr if kind == 2 else self.stdout).extend(data)
 
     def close(self) -> None:
+        # shutdown() first: it wakes a thread blocked reading this socket (close does not)
+        with contextlib.suppress(Exception):
+            self.socket.shutdown(pysocket.SHUT_RDWR)
         with contextlib.suppress(Exception):
             self.socket.close()
         with contextlib.suppress(Exception):
@@ -143,7 +147,7 @@ class DockerExecTransport:
         self.name = name
         self.environment = dict(environment or {})
         self._lock = threading.Lock()
-        self._streams: set[_Stream] = set()
+        self._streams: dict[_Stream, str] = {}  # in flight -> its token
         self._closed = False
 
     @property
@@ -228,10 +232,12 @@ class DockerExecTransport:
         environment = {**self.environment, "NXC_EXEC": token}
         exec_id, stream = self._start([SHELL, "-c", WRAPPER, "nxc-exec", command], environment)
         with self._lock:
-            self._streams.add(stream)
+            self._streams[stream] = token
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
             stream.read_all(deadline)
+            if self._closed:
+                raise OSError("closed")
         except TimeoutError:
             stream.close()
             killed = self._kill(token)
@@ -253,7 +259,7 @@ class DockerExecTransport:
             ) from None
         finally:
             with self._lock:
-                self._streams.discard(stream)
+                self._streams.pop(stream, None)
         stream.close()
         return CommandResult(self._status(exec_id), bytes(stream.stdout), bytes(stream.stderr))
 
@@ -346,12 +352,22 @@ class DockerExecTransport:
                 self.run(f"rm -f {q_stage}", 30)
 
     def close(self) -> None:
-        """Close now: commands in flight fail with ``TransportError``, later calls too."""
+        """Close now: commands in flight fail with ``TransportError``, later calls too.
+
+        Their processes are stopped in the background (best effort: close never waits).
+        """
         self._closed = True
         with self._lock:
-            streams = list(self._streams)
-        for stream in streams:
+            in_flight = dict(self._streams)
+        for stream in in_flight:
             stream.close()
+        if in_flight:
+
+            def kill_all() -> None:
+                for token in in_flight.values():
+                    self._kill(token)
+
+            threading.Thread(target=kill_all, name=f"nxc-kill-{self.name}", daemon=True).start()
 
     def __repr__(self) -> str:
         return f"DockerExecTransport({self.container!r}, {self.name!r})"
