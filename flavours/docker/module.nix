@@ -1,8 +1,19 @@
-# docker: a per-role container image whose entry point is the NixOS stage-2
-# init (systemd as PID 1). The runtime starts it with what systemd needs
-# (cgroup namespace, tmpfs on /run and /tmp, --privileged for tc/netem) and
-# mounts /nxc-input/ holding agent.env (NXC_AGENT_ARGS="--node NAME
-# --deployment file:/nxc-input/deployment.json --hostkey file:/nxc-input/hostkey").
+# docker: a per-role container image whose entry point is the NixOS stage-2 init
+# (systemd as PID 1), loaded by the runtime (nxc/flavours/docker) with `docker load`
+# once per store path.
+#
+# What the runtime gives every container (systemd as PID 1 needs the first three
+# before it starts): tmpfs on /run, /run/lock and /tmp; a private cgroup namespace
+# and, for NixOS roles, --privileged (a writable cgroup; `--privileged no` to try
+# without); a TTY as /dev/console (the container's log, where the agent's ready line
+# goes); `container=docker` in the environment; the node's inputs read-only at
+# /nxc-input, among them agent.env (NXC_AGENT_ARGS="--node NAME --deployment
+# file:/nxc-input/deployment.json --hostkey file:/nxc-input/hostkey --cmdline -"),
+# which the agent unit reads (nix/modules/agent.nix).
+#
+# Checked against nixpkgs' own container modules (virtualisation/docker-image.nix,
+# virtualisation/container-config.nix, profiles/docker-container.nix); not booted here:
+# the machines nxc is tested on have no nixpkgs (see flavours/docker/README.md).
 { config, lib, pkgs, ... }:
 let
   toplevel = config.system.build.toplevel;
@@ -13,7 +24,13 @@ let
     contents = [ ];
     config = {
       Cmd = [ "${toplevel}/init" ];
-      Env = [ "container=docker" ];
+      # systemd detects the container manager from `container`; `docker exec` finds
+      # the system's tools on this PATH.
+      Env = [
+        "container=docker"
+        "PATH=/run/wrappers/bin:/run/current-system/sw/bin:/usr/bin:/bin"
+      ];
+      # systemd powers off on SIGRTMIN+3 (docker stop).
       StopSignal = "SIGRTMIN+3";
     };
   };
@@ -24,13 +41,31 @@ in
   boot.kernelModules = lib.mkForce [ ];
   networking.useDHCP = false;
 
+  # boot.isContainer makes sshd socket-activated (container-config.nix): the agent's
+  # Before=sshd.service would then order nothing, and a connection arriving before the
+  # agent installed the deployment's host key would get a generated one. nixpkgs'
+  # docker image turns it off for the same reason.
+  services.openssh.startWhenNeeded = false;
+
+  # As nixpkgs' docker-image.nix: tell systemd and programs what runs them.
+  boot.postBootCommands = ''
+    echo docker > /run/systemd/container
+  '';
+
+  # Docker bind-mounts /etc/hosts: NixOS's activation would try to rename a copy over
+  # it and fail ("could not create target /etc/hosts"); the agent writes it in place,
+  # with every node of the deployment.
+  environment.etc.hosts.enable = false;
+
   system.build.nxcContainer = image;
 
   nxc.artifacts = {
     container = {
       image = "${image}";
+      format = "docker-archive";
       tag = "${name}:${tag}";
       init = "${toplevel}/init";
+      stop_signal = "SIGRTMIN+3";
     };
     closure = "${toplevel}";
   };

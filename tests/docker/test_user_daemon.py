@@ -104,6 +104,67 @@ def test_stop_after_sigkill_of_start(project: Path, isolated_dockerd: IsolatedDo
     assert not Project(project).current_dir.exists()
 
 
+def test_volumes_and_ports_from_the_manifest(
+    project: Path, isolated_dockerd: IsolatedDockerd, tmp_path: Path
+) -> None:
+    """NixOS Compose's extraVolumes/dockerPorts: a named volume nxc creates (and removes),
+    a host directory bound read-only, a published port."""
+    built = json.loads(Path(Project(project).builds()["docker"]["manifest"]).read_text())
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "hello").write_text("from the host\n")
+    volume = f"nxc-test-volume-{os.getpid()}"
+    built["roles"]["node"]["container"]["volumes"] = [f"{volume}:/data", f"{shared}:/shared:ro"]
+    built["roles"]["node"]["container"]["ports"] = ["18080:80"]
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps(built))
+    env = _env(isolated_dockerd)
+    result = run_nxc("start", "-m", str(manifest), "-r", "node=1", cwd=project, env=env)
+    try:
+        assert result.returncode == 0, result.stderr
+        client = isolated_dockerd.client()
+        assert client.volumes.get(volume).attrs["Labels"]["nxc.project"]
+        container = client.containers.list(filters={"label": "nxc.node=node1"})[0]
+        assert container.exec_run(["cat", "/shared/hello"]).output == b"from the host\n"
+        assert container.exec_run(["touch", "/shared/x"]).exit_code != 0  # read-only
+        assert container.exec_run(["touch", "/data/x"]).exit_code == 0
+        assert container.attrs["HostConfig"]["PortBindings"] == {
+            "80/tcp": [{"HostIp": "", "HostPort": "18080"}]
+        }
+    finally:
+        stopped = run_nxc("stop", cwd=project, env=env)
+    assert stopped.returncode == 0, stopped.stderr
+    assert f"removed volume {volume}" in stopped.stdout
+    assert _labelled(isolated_dockerd, project) == []
+
+
+@pytest.mark.parametrize("dockerd", ["user", "private"])
+def test_stop_with_a_lost_ledger(
+    project: Path, isolated_dockerd: IsolatedDockerd, dockerd: str
+) -> None:
+    """The ledger gone, nxc stop still finds everything: labelled objects on the user's
+    daemon, the private dockerd (state file, marked runtime directory)."""
+    env = _env(isolated_dockerd)
+    result = run_nxc(
+        "start", "-f", "docker", "--dockerd", dockerd, "-r", "node=2", cwd=project, env=env
+    )
+    assert result.returncode == 0, result.stderr
+    state = json.loads(Project(project).runtime_file.read_text())["state"]
+    Project(project).ledger.path.unlink()
+    stopped = run_nxc("stop", cwd=project, env=env)
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert not Project(project).current_dir.exists()
+    assert not Path(state["runtime_dir"]).exists()
+    if dockerd == "user":
+        assert _labelled(isolated_dockerd, project) == []
+    else:
+        from nxc.ledger import process_start_time
+
+        daemon = state["daemon"]
+        assert process_start_time(daemon["pid"]) is None
+        assert not Path("/run/netns", daemon["netns"]).exists()
+
+
 @pytest.fixture(scope="module")
 def nodes(project: Path, isolated_dockerd: IsolatedDockerd) -> Iterator[dict]:  # type: ignore[type-arg]
     from nxc.running import running

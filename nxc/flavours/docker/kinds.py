@@ -136,12 +136,12 @@ def _unescape(field: str) -> str:
 
 
 def mounts_under(root: Path) -> list[str]:
-    """Mount points at or under ``root``, deepest first."""
+    """Mount points at or under ``root``, deepest first (a point mounted twice, twice)."""
     try:
         lines = Path("/proc/self/mountinfo").read_text().splitlines()
     except OSError:
         return []
-    points = {_unescape(line.split()[4]) for line in lines if len(line.split()) > 4}
+    points = [_unescape(line.split()[4]) for line in lines if len(line.split()) > 4]
     return sorted((p for p in points if _under(p, str(root))), key=len, reverse=True)
 
 
@@ -190,13 +190,21 @@ class DockerdKind:
             if still:
                 raise ReleaseError(f"processes of the private dockerd survived SIGKILL: {still}")
             done.append(f"killed {len(left)} process(es) the private dockerd left")
-        for point in mounts_under(root):
-            unmounted = subprocess.run(
-                ["umount", "-l", point], capture_output=True, text=True, check=False
-            )
-            if unmounted.returncode != 0:
-                raise ReleaseError(f"umount {point}: {unmounted.stderr.strip()}")
-            done.append(f"unmounted {point}")
+        # dockerd bind-mounts its data root onto itself (and containers' shm, netns
+        # files): what a dockerd that did not shut down cleanly left stays mounted.
+        for _attempt in range(10):
+            points = mounts_under(root)
+            if not points:
+                break
+            for point in points:
+                unmounted = subprocess.run(
+                    ["umount", "-l", point], capture_output=True, text=True, check=False
+                )
+                if unmounted.returncode != 0 and point in mounts_under(root):
+                    raise ReleaseError(f"umount {point}: {unmounted.stderr.strip()}")
+                done.append(f"unmounted {point}")
+        else:
+            raise ReleaseError(f"mounts under {root} remain after 10 rounds of umount")
         return "; ".join(done) or None
 
 

@@ -519,29 +519,36 @@ class DockerRuntime(RuntimeBase):
 
     def recover(self, project: Project) -> list[Resource]:
         """What this project's deployment created, found without the ledger: the
-        labelled objects on its daemon, and private dockerds under its runtime dirs."""
-        found: list[Resource] = []
+        labelled objects on its daemon, and private dockerds under its runtime dirs.
+
+        In the order of creation (the ledger releases backwards): runtime directories,
+        then a private daemon's namespace and process, then Docker objects."""
+        directories: list[Resource] = []
+        daemons_found: list[Resource] = []
+        objects: list[Resource] = []
         daemon = None
         with contextlib.suppress(NxcError, KeyError, TypeError):
             _runtime, _state, daemon = self._load(project)
             if daemon.private and daemon.pid is not None:
-                found.append(
+                if daemon.netns:
+                    daemons_found.append(Resource("netns", daemon.netns, "network namespace"))
+                daemons_found.append(
                     Resource("dockerd", str(daemon.pid), "private dockerd", daemon.start_time,
                              {"root": daemon.root, "netns": daemon.netns}, FLAVOUR)
                 )  # fmt: skip
-                if daemon.netns:
-                    found.append(Resource("netns", daemon.netns, "network namespace"))
         if daemon is not None and not daemon.private:
-            found += self._labelled(project, daemon)
+            objects = self._labelled(project, daemon)
+        known = {r.ident for r in daemons_found if r.kind == "dockerd"}
         for directory in _marked_runtime_dirs(project):
+            directories.append(Resource("path", str(directory), "runtime directory"))
             root = directory / "docker"
             for pid in _dockerds_under(root):
-                found.append(
-                    Resource("dockerd", str(pid), f"dockerd of {root}", process_start_time(pid),
-                             {"root": str(root)}, FLAVOUR)
-                )  # fmt: skip
-            found.append(Resource("path", str(directory), "runtime directory"))
-        return found
+                if str(pid) not in known:
+                    daemons_found.append(
+                        Resource("dockerd", str(pid), f"dockerd of {root}",
+                                 process_start_time(pid), {"root": str(root)}, FLAVOUR)
+                    )  # fmt: skip
+        return directories + daemons_found + objects
 
     def _labelled(self, project: Project, daemon: Daemon) -> list[Resource]:
         try:
@@ -563,7 +570,7 @@ class DockerRuntime(RuntimeBase):
                 found.append(
                     Resource("docker-network", network["Name"], "network", None, extra, FLAVOUR)
                 )
-        # Released in reverse order: containers before the networks they use.
+        # In creation order (released backwards: containers before their network).
         return list(reversed(found))
 
     def health(self, project: Project, deployment: Deployment) -> list[str]:
