@@ -77,8 +77,22 @@ def _remove_container(api: Any, resource: Resource) -> str | None:
 
 
 def _remove_network(api: Any, resource: Resource) -> str | None:
+    from docker.errors import NotFound
+
+    done = []
+    deployment = resource.extra.get("deployment")
+    if deployment:
+        # A create request of a killed `nxc start` may have completed after its
+        # container was released (recorded, not found, then created): its network
+        # is about to go, so nothing can be created on it after this.
+        label = {"label": f"nxc.deployment={deployment}"}
+        for late in api.containers(all=True, filters=label):
+            name = late["Names"][0].lstrip("/") if late.get("Names") else late["Id"][:12]
+            with contextlib.suppress(NotFound):
+                api.remove_container(late["Id"], force=True, v=True)
+                done.append(f"removed container {name}")
     api.remove_network(resource.ident)
-    return f"removed network {resource.ident}"
+    return "; ".join([*done, f"removed network {resource.ident}"])
 
 
 def _remove_volume(api: Any, resource: Resource) -> str | None:

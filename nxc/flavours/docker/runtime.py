@@ -35,6 +35,7 @@ from nxc.parallel import each, fan_out
 from nxc.project import OWNED_MARK, Project, runtime_base_dir
 from nxc.runtime.contract import Progress, RuntimeBase, RuntimeContext, RuntimeState
 from nxc.runtime.options import FlavourOptions, Option
+from nxc.wait import Attempt, PollExpired, poll
 
 __all__ = ["DockerRuntime"]
 
@@ -250,7 +251,9 @@ class DockerRuntime(RuntimeBase):
                     f"the Docker network's gateway ({gateways[0]}) beside "
                     f"{len(deployment.nodes)} nodes"
                 )
-        self._record(ctx, daemon)("docker-network", name, "deployment network")
+        self._record(ctx, daemon)(
+            "docker-network", name, "deployment network", deployment=deployment.id
+        )
         ipam = IPAMConfig(
             pool_configs=[
                 IPAMPool(subnet=deployment.ipv4_prefix, gateway=gateways[0]),
@@ -301,6 +304,7 @@ class DockerRuntime(RuntimeBase):
             ipv6 = _with_length(node.ipv6, deployment.ipv6_prefix)
             state["nodes"][node.name] = {
                 "container": container,
+                "image": image_ref(spec),
                 "ipv4": ipv4,
                 "ipv6": ipv6,
                 "mac": node.mac,
@@ -491,13 +495,22 @@ class DockerRuntime(RuntimeBase):
         return dict(KINDS)
 
     def release(self, project: Project, progress: Progress) -> list[str]:
-        """Remove every container at once (the ledger would, one after the other)."""
+        """Remove every container at once (the ledger would, one after the other).
+
+        A container recorded but not found may still be on its way: ``nxc start`` was
+        killed while its create request was in flight, and the daemon finishes it (with
+        vfs storage, a second or more later). A create with the same name tells: the
+        daemon refuses it while the name is taken; then wait for that container and
+        remove it.
+        """
         try:
             _runtime, state, daemon = self._load(project)
-            names = [entry["container"] for entry in state["nodes"].values()]
+            entries = {e["container"]: e for e in state["nodes"].values()}
             api = daemons.client(daemon.url).api
         except (NxcError, KeyError, TypeError, AttributeError):
             return []  # the ledger's own entries are released next, one by one
+        recorded = {r.ident for r in project.ledger.entries() if r.kind == "docker-container"}
+        names = [name for name in entries if name in recorded]
         if not names:
             return []
         from docker.errors import NotFound
@@ -508,7 +521,11 @@ class DockerRuntime(RuntimeBase):
             try:
                 api.remove_container(name, force=True, v=True)
             except NotFound:
-                return None
+                if not _create_in_flight(api, name, entries[name].get("image")):
+                    return None
+                _wait_created(api, name)
+                api.remove_container(name, force=True, v=True)
+                return f"removed container {name} (created after its start was stopped)"
             return f"removed container {name}"
 
         done = []
@@ -598,6 +615,41 @@ class DockerRuntime(RuntimeBase):
             _runtime, state, daemon = self._load(project)
             return {"dockerd": daemon.describe(), "network": str(state["network"])}
         return {}
+
+
+def _create_in_flight(api: Any, name: str, image: str | None) -> bool:
+    """Whether a create of container ``name`` is under way on the daemon (it holds the
+    name): a placeholder create conflicts then; otherwise it is removed at once."""
+    from docker.errors import APIError
+
+    if not image:
+        return False
+    try:
+        placeholder = api.create_container(image, name=name, command=["true"])
+    except APIError as exc:
+        return bool(exc.status_code == 409)
+    with contextlib.suppress(APIError):
+        api.remove_container(placeholder["Id"], force=True)
+    return False
+
+
+CREATE_WAIT = 120.0
+
+
+def _wait_created(api: Any, name: str) -> None:
+    from docker.errors import NotFound
+
+    def created(_remaining: float) -> Attempt[bool]:
+        try:
+            api.inspect_container(name)
+        except NotFound:
+            return Attempt.not_yet("not created yet")
+        return Attempt.ok(True)
+
+    try:
+        poll(f"container {name} to be created", created, CREATE_WAIT)
+    except PollExpired as exc:
+        raise NxcError(f"{exc} (its name stays taken on the daemon)") from None
 
 
 def _marked_runtime_dirs(project: Project) -> list[Path]:
