@@ -34,18 +34,19 @@ node1.wait_for_open_port(80)
 node1.succeed("wget -q -T 5 -O - http://node2/index.html")
 node3.succeed("wget -q -T 5 -O - http://node1/index.html")
 
+# A link coming back takes the segment a moment (neighbour caches): wait for it, bounded.
 node2.block()
 node1.fail("ping -c 1 -W 1 node2")
 node2.fail("ping -c 1 -W 1 node1")
 node2.unblock()
 assert node2.succeed("cat /sys/class/net/nxc0/address").strip() == "52:54:00:00:00:02"
-node1.succeed("ping -c 1 -W 2 node2")
+node1.wait_until_succeeds("ping -c 1 -W 1 node2", timeout=30)
 # Docker names the NIC anew at each connection: a second round must work as well.
 node2.block()
 node1.fail("ping -c 1 -W 1 node2")
 node2.unblock()
-node1.succeed("wget -q -T 5 -O - http://node2/index.html")
-node2.succeed("ping -c 1 -W 2 fd00:6e78:63::3")
+node1.wait_until_succeeds("wget -q -T 2 -O - http://node2/index.html", timeout=30)
+node2.wait_until_succeeds("ping -c 1 -W 1 fd00:6e78:63::3", timeout=30)
 """
 
 TOPOLOGY = """\

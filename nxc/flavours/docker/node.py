@@ -67,6 +67,15 @@ if [ "$dev" != "$IFACE" ]; then
 fi
 $IP link set dev "$IFACE" up && $IP addr replace "$V4" dev "$IFACE" || exit 1
 [ -z "$V6" ] || $IP addr replace "$V6" dev "$IFACE" nodad
+n=0
+until [ "$(cat "/sys/class/net/$IFACE/operstate" 2>/dev/null)" = up ]; do
+  n=$((n + 1)); [ "$n" -le 100 ] || { echo "$IFACE did not come up" >&2; exit 1; }
+  sleep 0.05
+done
+# Tell the neighbours where the address is now (their caches may hold the old port).
+if command -v arping >/dev/null 2>&1; then
+  (arping -U -c 2 -I "$IFACE" "${V4%/*}" >/dev/null 2>&1 &)
+fi
 """
 )
 # What Docker calls a container's first interface.
@@ -279,8 +288,19 @@ class DockerNode:
         wait_all_ready([self], timeout)
 
     def _wait_stopped(self, timeout: float) -> None:
+        # Stopped = not running, and Docker done releasing its network (the old
+        # namespace, with the node's address, gone): a start right after must not
+        # share the segment with it.
         def stopped(_remaining: float) -> Attempt[bool]:
-            return Attempt.not_yet("running") if self.is_running() else Attempt.ok(True)
+            found = self._inspect()
+            if found is None:
+                return Attempt.ok(True)
+            if found["State"].get("Running"):
+                return Attempt.not_yet("running")
+            networks = (found.get("NetworkSettings") or {}).get("Networks") or {}
+            if any(n.get("EndpointID") for n in networks.values()):
+                return Attempt.not_yet("stopped, its network endpoint not yet released")
+            return Attempt.ok(True)
 
         try:
             poll(f"{self.name}'s container to stop", stopped, timeout)
