@@ -13,12 +13,12 @@ import shlex
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nxc.errors import NxcError, StartError, StateError
 from nxc.flavours.docker.transport import DockerExecTransport
 from nxc.runtime.contract import Progress, RuntimeState
-from nxc.runtime.node import Capability
+from nxc.runtime.node import Capability, NodeControl
 from nxc.runtime.transport import Transport
 from nxc.wait import Attempt, PollExpired, poll
 
@@ -440,3 +440,12 @@ def wait_all_ready(
         parts.append(f"{name}: {why}\n--- console of {name} ---\n{node.console_tail(15)}")
     late = ", ".join([*failed, *pending])
     raise StartError(f"nodes not ready: {late}\n" + "\n".join(parts))
+
+
+if TYPE_CHECKING:  # the driver's protocols, checked by mypy: drift breaks the build
+
+    def _is_node_control(control: DockerNode) -> NodeControl:
+        return control
+
+    def _is_transport(transport: DockerExecTransport) -> Transport:
+        return transport

@@ -342,6 +342,7 @@ class DockerRuntime(RuntimeBase):
             for _node, control, _create in nodes:
                 control.stop_following()
             raise
+        ctx.begin_phase("ready")
         wait_all_ready([control for _n, control, _c in nodes], ctx.ready_timeout, ctx.progress)
 
     @staticmethod
