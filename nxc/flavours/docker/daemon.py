@@ -177,9 +177,7 @@ def _tail(path: Path, lines: int = 3) -> str:
     return " | ".join(text.strip().splitlines()[-lines:]) or "(empty log)"
 
 
-def start_private(
-    runtime_dir: Path, log_dir: Path, name: str, ledger: Ledger, say: Any = None
-) -> Daemon:
+def start_private(runtime_dir: Path, log_dir: Path, name: str, ledger: Ledger) -> Daemon:
     """Start an isolated dockerd for deployment ``name``; every piece goes in the ledger
     as it is made (directories, then the namespace, then the process)."""
     dockerd = require_tool("dockerd")
