@@ -450,7 +450,8 @@ def driver(
 @project_option
 @click.argument("nodes", nargs=-1)
 def connect(project_dir: str | None, nodes: tuple[str, ...]) -> None:
-    """Open a shell on nodes over ssh (several nodes: one tmux pane each).
+    """Open a shell on nodes: ssh, or docker exec where a node has no ssh endpoint
+    (several nodes: one tmux pane each).
 
     \b
     Examples:

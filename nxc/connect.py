@@ -1,4 +1,9 @@
-"""``nxc connect``: interactive shells on nodes (ssh; several nodes as tmux panes)."""
+"""``nxc connect``: interactive shells on nodes (several nodes as tmux panes).
+
+Over ssh where the deployment gives the node an ssh endpoint; otherwise through the
+command the node's runtime supplies (``Runtime.shell_argv``: ``docker exec`` for
+containers behind a private daemon).
+"""
 
 from __future__ import annotations
 
@@ -24,23 +29,35 @@ def tmux_commands(tmux: str, session: str, commands: Sequence[str]) -> list[list
     return calls
 
 
+def shell_argv(current: RunningDeployment, name: str) -> list[str]:
+    """The command opening an interactive shell on node ``name``."""
+    try:
+        node = current.deployment.node(name)
+    except KeyError as exc:
+        raise NxcError(str(exc.args[0])) from None
+    if node.ssh_host is not None:
+        require_tool("ssh")
+        return current.ssh_argv(name)
+    argv = current.runtime.shell_argv(current.project, current.deployment, name)
+    if argv is None:
+        raise NxcError(
+            f"{name}: no ssh endpoint, and flavour {current.deployment.flavour} "
+            "offers no other shell"
+        )
+    return argv
+
+
 def connect(current: RunningDeployment, names: Sequence[str]) -> str | None:
-    """Replace this process with an ssh session on one node, or open a tmux session
-    with one pane per node (attached when on a terminal). Returns a message when it
-    did not take over the terminal."""
+    """Replace this process with a shell on one node, or open a tmux session with one
+    pane per node (attached when on a terminal). Returns a message when it did not
+    take over the terminal."""
     chosen = list(names) or [n.name for n in current.deployment.nodes]
-    for name in chosen:
-        try:
-            current.deployment.node(name)
-        except KeyError as exc:
-            raise NxcError(str(exc.args[0])) from None
-    require_tool("ssh")
+    argvs = [shell_argv(current, name) for name in chosen]
     if len(chosen) == 1:
-        argv = current.ssh_argv(chosen[0])
-        os.execvp(argv[0], argv)
+        os.execvp(argvs[0][0], argvs[0])
     tmux = require_tool("tmux")
     session = f"nxc-{current.deployment.id}"
-    commands = [shlex.join(current.ssh_argv(n)) for n in chosen]
+    commands = [shlex.join(argv) for argv in argvs]
     for call in tmux_commands(tmux, session, commands):
         done = subprocess.run(call, capture_output=True, text=True, check=False)
         if done.returncode != 0:

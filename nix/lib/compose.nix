@@ -51,7 +51,7 @@ let
 
   supported = {
     nixos = man.flavours;
-    selftest = man.ramdiskFlavours;
+    selftest = man.ramdiskFlavours ++ [ "docker" ];
   };
 
   # Default VM memory for NixOS ramdisk roles: the initrd carries the squashfs
@@ -72,8 +72,9 @@ in
 , extraModules ? [ ]
   # For imageKind "selftest": the function building one role's kernel+initrd
   # ({ system, name, role, agent, metrics? } -> derivation with kernel, initrd,
-  # kernel-params); default nix/selftest. `metrics` (the nxc-metrics sampler) is
-  # passed only to builders that declare it.
+  # kernel-params), or with `format = "rootfs"` (docker) its container root file
+  # system (rootfs.tar); default nix/selftest. `metrics` (the nxc-metrics sampler)
+  # is passed only to builders that declare it.
 , selftestBuilder ? null
   # NixOS Compose's arguments.
 , setup ? null
@@ -191,7 +192,7 @@ let
       in config // { inherit config; })
       (normalisedFor cname flavourName).roles;
 
-  selftestRole = c: role:
+  selftestRole = c: flavourName: role:
     let
       builder =
         if selftestBuilder != null then selftestBuilder
@@ -200,7 +201,18 @@ let
       args = { inherit system agent; name = "${c.name}-${role.name}"; role = role.selftest; }
         // (if (builtins.functionArgs builder) ? metrics then { inherit metrics; } else { });
       drv = builder args;
-    in {
+      # A container runs on the host's kernel: the same tools and agent, no kernel.
+      rootfs = builder (args // { format = "rootfs"; });
+    in
+    if man.canonicalFlavour flavourName == "docker" then {
+      container = {
+        image = "${rootfs}/rootfs.tar";
+        format = "rootfs";
+        init = "/init";
+        # busybox init powers off on SIGUSR2 (it reboots on SIGTERM).
+        stop_signal = "SIGUSR2";
+      };
+    } else {
       kernel = "${drv}/kernel";
       initrd = "${drv}/initrd";
       # Read at evaluation time (import from derivation): the builder decides
@@ -210,7 +222,7 @@ let
 
   artifactsFor = c: flavourName:
     builtins.mapAttrs (_: role:
-      if kind == "selftest" then selftestRole c role else (nixosEval c.name flavourName role).artifacts)
+      if kind == "selftest" then selftestRole c flavourName role else (nixosEval c.name flavourName role).artifacts)
       c.roles;
 
   manifestFor = cname: flavourName:

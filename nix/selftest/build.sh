@@ -1,11 +1,13 @@
 #!/bin/sh
-# Builder of nix/selftest/default.nix: one role's kernel + initrd from host packages.
+# Builder of nix/selftest/default.nix: one role's kernel + initrd (or container root
+# file system) from host packages.
 #
 # Inputs (derivation attributes, in the environment): out, agent, metrics (may be
 # empty), roleName, startup, packages (newline-separated absolute paths), kernelVersion
-# (may be empty).
+# (may be empty), format (initrd or rootfs).
 # Runs as a Nix build user with /bin/sh and the host's tools; writes
-#   $out/kernel  $out/initrd  $out/kernel-params  $out/info.json
+#   initrd: $out/kernel  $out/initrd  $out/kernel-params  $out/info.json
+#   rootfs: $out/rootfs.tar  $out/info.json   (no kernel: a container runs on the host's)
 set -eu
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 export LC_ALL=C
@@ -20,9 +22,13 @@ work=${NIX_BUILD_TOP:-${TMPDIR:-/tmp}}/nxc-selftest
 R=$work/root
 rm -rf "$work"
 mkdir -p "$work" "$R" "$out"
+format=${format:-initrd}
+case $format in initrd | rootfs) ;; *) fail "unknown format '$format' (expected initrd or rootfs)" ;; esac
 
 # --- kernel -------------------------------------------------------------------------
-if [ -n "${kernelVersion:-}" ]; then
+if [ "$format" = rootfs ]; then
+	kver=host
+elif [ -n "${kernelVersion:-}" ]; then
 	kver=$kernelVersion
 else
 	kver=
@@ -32,11 +38,13 @@ else
 	done
 	[ -n "$kver" ] || fail "no /boot/vmlinuz-* with modules in /lib/modules (apt-get install linux-image-amd64)"
 fi
-[ -r "/boot/vmlinuz-$kver" ] || fail "/boot/vmlinuz-$kver is missing or unreadable"
-moddir=/lib/modules/$kver
-[ -r "$moddir/modules.dep" ] || fail "$moddir/modules.dep is missing"
-cp "/boot/vmlinuz-$kver" "$out/kernel"
-chmod 444 "$out/kernel"
+if [ "$format" = initrd ]; then
+	[ -r "/boot/vmlinuz-$kver" ] || fail "/boot/vmlinuz-$kver is missing or unreadable"
+	moddir=/lib/modules/$kver
+	[ -r "$moddir/modules.dep" ] || fail "$moddir/modules.dep is missing"
+	cp "/boot/vmlinuz-$kver" "$out/kernel"
+	chmod 444 "$out/kernel"
+fi
 
 # --- filesystem layout (merged /usr) ------------------------------------------------
 mkdir -p "$R/usr/bin" "$R/usr/sbin" "$R/usr/lib" "$R/usr/lib64" "$R/usr/share" \
@@ -180,71 +188,74 @@ sort -u "$libs" | while IFS= read -r lib; do
 	cp -L "$lib" "$R$lib" || fail "cannot copy library $lib"
 done
 
-# --- kernel modules ------------------------------------------------------------------
-# Loaded at boot, in this order after their dependencies:
-preload="virtio_pci virtio_net virtio_console qemu_fw_cfg sch_netem sch_htb cls_u32 sch_ingress ifb act_mirred"
-# Shipped for modprobe (tc loads qdisc/classifier/action modules on demand):
-ondemand="virtio_blk virtio_rng virtio_balloon sch_tbf sch_prio sch_fq sch_red sch_sfq act_gact cls_basic cls_matchall cls_fw cls_flower em_u32 em_cmp veth bridge 8021q dummy"
-
-# module_line NAME: "path: deps…" from modules.dep ("-" and "_" are the same)
-module_line() {
-	awk -F: -v want="$1" '
-		BEGIN { gsub(/-/, "_", want) }
-		{ b = $1; sub(/.*\//, "", b); sub(/\.ko(\.(xz|zst|gz))?$/, "", b); gsub(/-/, "_", b)
-		  if (b == want) { print; exit } }' "$moddir/modules.dep"
-}
-is_builtin() {
-	[ -r "$moddir/modules.builtin" ] || return 1
-	awk -v want="$1" '
-		BEGIN { gsub(/-/, "_", want) }
-		{ b = $0; sub(/.*\//, "", b); sub(/\.ko$/, "", b); gsub(/-/, "_", b); if (b == want) { found = 1; exit } }
-		END { exit !found }' "$moddir/modules.builtin"
-}
-
-order=$work/modules.order
-: >"$order"
-add_module() { # NAME REQUIRED(0/1): append its dependencies then itself to $order
-	line=$(module_line "$1")
-	if [ -z "$line" ]; then
-		is_builtin "$1" && return 0
-		[ "$2" = 1 ] && fail "kernel $kver has no module $1"
-		return 0
-	fi
-	path=${line%%:*}
-	deps=${line#*:}
-	# modules.dep lists a module's dependencies so that each needs only later ones
-	for dep in $(printf '%s\n' $deps | awk '{ a[NR] = $0 } END { for (i = NR; i > 0; i--) print a[i] }'); do
-		grep -qxF "$dep" "$order" || echo "$dep" >>"$order"
-	done
-	grep -qxF "$path" "$order" || echo "$path" >>"$order"
-}
-for m in $preload; do add_module "$m" 1; done
-cp "$order" "$work/preload.order"
-for m in $ondemand; do add_module "$m" 0; done
-
-rmod=$R/lib/modules/$kver
-mkdir -p "$rmod"
-: >"$rmod/modules.dep"
+# --- kernel modules (VMs only: a container uses the host kernel's) -------------------
 : >"$R/etc/nxc/modules.load"
-while IFS= read -r path; do
-	src=$moddir/$path
-	case $path in
-	*.ko.xz) dst=${path%.xz}; decomp="xz -dc" ;;
-	*.ko.zst) dst=${path%.zst}; decomp="zstd -dcq" ;;
-	*.ko.gz) dst=${path%.gz}; decomp="gzip -dc" ;;
-	*) dst=$path; decomp= ;;
-	esac
-	mkdir -p "$rmod/${dst%/*}"
-	if [ -n "$decomp" ]; then $decomp "$src" >"$rmod/$dst"; else cp "$src" "$rmod/$dst"; fi
-	deps=$(awk -F: -v p="$path" '$1 == p { print $2; exit }' "$moddir/modules.dep" | sed -e 's/\.ko\.\(xz\|zst\|gz\)/.ko/g')
-	echo "$dst:$deps" >>"$rmod/modules.dep"
-	if grep -qxF "$path" "$work/preload.order"; then
-		echo "/lib/modules/$kver/$dst" >>"$R/etc/nxc/modules.load"
-	fi
-done <"$order"
-for f in modules.builtin modules.builtin.modinfo modules.order; do
-	[ -r "$moddir/$f" ] && cp "$moddir/$f" "$rmod/$f"
-done
+if [ "$format" = initrd ]; then
+	# Loaded at boot, in this order after their dependencies:
+	preload="virtio_pci virtio_net virtio_console qemu_fw_cfg sch_netem sch_htb cls_u32 sch_ingress ifb act_mirred"
+	# Shipped for modprobe (tc loads qdisc/classifier/action modules on demand):
+	ondemand="virtio_blk virtio_rng virtio_balloon sch_tbf sch_prio sch_fq sch_red sch_sfq act_gact cls_basic cls_matchall cls_fw cls_flower em_u32 em_cmp veth bridge 8021q dummy"
+
+	# module_line NAME: "path: deps…" from modules.dep ("-" and "_" are the same)
+	module_line() {
+		awk -F: -v want="$1" '
+			BEGIN { gsub(/-/, "_", want) }
+			{ b = $1; sub(/.*\//, "", b); sub(/\.ko(\.(xz|zst|gz))?$/, "", b); gsub(/-/, "_", b)
+			  if (b == want) { print; exit } }' "$moddir/modules.dep"
+	}
+	is_builtin() {
+		[ -r "$moddir/modules.builtin" ] || return 1
+		awk -v want="$1" '
+			BEGIN { gsub(/-/, "_", want) }
+			{ b = $0; sub(/.*\//, "", b); sub(/\.ko$/, "", b); gsub(/-/, "_", b); if (b == want) { found = 1; exit } }
+			END { exit !found }' "$moddir/modules.builtin"
+	}
+
+	order=$work/modules.order
+	: >"$order"
+	add_module() { # NAME REQUIRED(0/1): append its dependencies then itself to $order
+		line=$(module_line "$1")
+		if [ -z "$line" ]; then
+			is_builtin "$1" && return 0
+			[ "$2" = 1 ] && fail "kernel $kver has no module $1"
+			return 0
+		fi
+		path=${line%%:*}
+		deps=${line#*:}
+		# modules.dep lists a module's dependencies so that each needs only later ones
+		for dep in $(printf '%s\n' $deps | awk '{ a[NR] = $0 } END { for (i = NR; i > 0; i--) print a[i] }'); do
+			grep -qxF "$dep" "$order" || echo "$dep" >>"$order"
+		done
+		grep -qxF "$path" "$order" || echo "$path" >>"$order"
+	}
+	for m in $preload; do add_module "$m" 1; done
+	cp "$order" "$work/preload.order"
+	for m in $ondemand; do add_module "$m" 0; done
+
+	rmod=$R/lib/modules/$kver
+	mkdir -p "$rmod"
+	: >"$rmod/modules.dep"
+	: >"$R/etc/nxc/modules.load"
+	while IFS= read -r path; do
+		src=$moddir/$path
+		case $path in
+		*.ko.xz) dst=${path%.xz}; decomp="xz -dc" ;;
+		*.ko.zst) dst=${path%.zst}; decomp="zstd -dcq" ;;
+		*.ko.gz) dst=${path%.gz}; decomp="gzip -dc" ;;
+		*) dst=$path; decomp= ;;
+		esac
+		mkdir -p "$rmod/${dst%/*}"
+		if [ -n "$decomp" ]; then $decomp "$src" >"$rmod/$dst"; else cp "$src" "$rmod/$dst"; fi
+		deps=$(awk -F: -v p="$path" '$1 == p { print $2; exit }' "$moddir/modules.dep" | sed -e 's/\.ko\.\(xz\|zst\|gz\)/.ko/g')
+		echo "$dst:$deps" >>"$rmod/modules.dep"
+		if grep -qxF "$path" "$work/preload.order"; then
+			echo "/lib/modules/$kver/$dst" >>"$R/etc/nxc/modules.load"
+		fi
+	done <"$order"
+	for f in modules.builtin modules.builtin.modinfo modules.order; do
+		[ -r "$moddir/$f" ] && cp "$moddir/$f" "$rmod/$f"
+	done
+fi
 
 # --- /etc ------------------------------------------------------------------------------
 cat >"$R/etc/passwd" <<'EOF'
@@ -309,7 +320,8 @@ if [ -n "${startup:-}" ]; then
 fi
 
 # --- init --------------------------------------------------------------------------------
-cat >"$R/init" <<'EOF'
+if [ "$format" = initrd ]; then
+	cat >"$R/init" <<'EOF'
 #!/bin/sh
 # nxc selftest /init: mount the API filesystems, load the modules, then hand PID 1 to
 # busybox init (zombie reaping, poweroff/reboot), which runs /etc/inittab.
@@ -336,6 +348,17 @@ while read -r m; do
 done </etc/nxc/modules.load
 exec /usr/bin/busybox init
 EOF
+else
+	cat >"$R/init" <<'EOF'
+#!/bin/sh
+# nxc selftest container /init: the container manager mounted /proc, /sys, /dev and the
+# tmpfs /run and /tmp; hand PID 1 to busybox init (zombie reaping, poweroff on SIGUSR2),
+# which runs /etc/inittab.
+export PATH=/usr/sbin:/usr/bin
+mkdir -p /run/nxc /run/sshd
+exec /usr/bin/busybox init
+EOF
+fi
 chmod 755 "$R/init"
 
 cat >"$R/etc/inittab" <<'EOF'
@@ -345,7 +368,8 @@ cat >"$R/etc/inittab" <<'EOF'
 ::shutdown:/etc/nxc/rc.shutdown
 EOF
 
-cat >"$R/etc/nxc/rc.sysinit" <<'EOF'
+if [ "$format" = initrd ]; then
+	cat >"$R/etc/nxc/rc.sysinit" <<'EOF'
 #!/bin/sh
 # The agent sets the node up from the deployment and prints the ready line. It runs
 # under busybox ash; commands coming through the backdoor run under /bin/sh.
@@ -354,6 +378,20 @@ export HOME=/root NXC_AGENT_SHELL="/usr/bin/busybox sh"
 /usr/bin/busybox sh /usr/bin/nxc-agent up 2>>/run/nxc/agent.log
 exit 0
 EOF
+else
+	cat >"$R/etc/nxc/rc.sysinit" <<'EOF'
+#!/bin/sh
+# The agent sets the node up and prints the ready line on the console (the container's
+# log). A container has no kernel command line of its own: the runtime mounts the
+# node's inputs at /nxc-input, with the agent's arguments in agent.env.
+export HOME=/root NXC_AGENT_SHELL="/usr/bin/busybox sh"
+NXC_AGENT_ARGS=
+[ -r /nxc-input/agent.env ] && . /nxc-input/agent.env
+# shellcheck disable=SC2086 # several arguments
+/usr/bin/busybox sh /usr/bin/nxc-agent up $NXC_AGENT_ARGS 2>>/run/nxc/agent.log
+exit 0
+EOF
+fi
 
 cat >"$R/etc/nxc/rc.startup" <<'EOF'
 #!/bin/sh
@@ -383,6 +421,27 @@ chmod 755 "$R/etc/nxc/rc.sysinit" "$R/etc/nxc/rc.startup" "$R/etc/nxc/rc.shutdow
 
 printf '{"image_kind": "selftest", "role": "%s", "kernel_version": "%s", "agent": "%s"}\n' \
 	"$roleName" "$kver" "$agent" >"$R/etc/nxc/image.json"
+
+# --- container root file system --------------------------------------------------------
+if [ "$format" = rootfs ]; then
+	# Owned by root whatever build user made it; fixed order and times: the same host
+	# packages give the same tarball.
+	find "$R" -exec touch -h -d @1 {} +
+	tar -C "$R" --sort=name --numeric-owner --owner=0 --group=0 --mtime=@1 -cf "$out/rootfs.tar" . ||
+		fail "cannot write rootfs.tar"
+	chmod 444 "$out/rootfs.tar"
+	size=$(wc -c <"$out/rootfs.tar")
+	cat >"$out/info.json" <<EOF
+{
+  "image_kind": "selftest",
+  "format": "rootfs",
+  "role": "$roleName",
+  "rootfs_bytes": $size,
+  "host_fingerprint": "$hostFingerprint"
+}
+EOF
+	exit 0
+fi
 
 # --- initrd ------------------------------------------------------------------------------
 # Device nodes cannot be made by a build user: they go in a second, hand-written newc

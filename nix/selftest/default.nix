@@ -1,5 +1,6 @@
 # One selftest role's boot artifacts, built from the *host's* packages (Debian kernel,
-# busybox, iproute2, OpenSSH, kexec-tools…) for machines without nixpkgs.
+# busybox, iproute2, OpenSSH, kexec-tools…) for machines without nixpkgs: a kernel and
+# an initrd for VMs, or a container root file system (format = "rootfs").
 #
 #   import ./nix/selftest {
 #     name = "demo-server";                      # derivation name suffix
@@ -11,15 +12,18 @@
 #       kernel_version = "6.1.0-56-amd64";         # optional; default: newest in /boot
 #       aslr = false;                              # true: keep address space randomisation
 #     };
+#     format = "initrd";                        # or "rootfs" (docker flavour)
 #   }
 #
-# $out holds `kernel` (copy of /boot/vmlinuz-*), `initrd` (gzip'd newc cpio),
-# `kernel-params` (what the runtime puts before console=… and the nxc.* parameters)
-# and `info.json`. The derivation is built with /bin/sh and host tools (sandbox off):
+# With format "initrd", $out holds `kernel` (copy of /boot/vmlinuz-*), `initrd` (gzip'd
+# newc cpio), `kernel-params` (what the runtime puts before console=… and the nxc.*
+# parameters) and `info.json`. With format "rootfs", it holds `rootfs.tar` (the same
+# tools and agent without kernel or modules, /init for a container: `docker import`
+# it) and `info.json`. The derivation is built with /bin/sh and host tools (sandbox off):
 # it is NOT reproducible (its inputs are whatever the host has installed). In an impure
 # evaluation a fingerprint of the host's package database is one of its inputs, so that
 # upgrading a host package rebuilds it; a pure evaluation (flakes) cannot read it.
-{ system ? "x86_64-linux", name, role ? { }, agent, metrics ? null }:
+{ system ? "x86_64-linux", name, role ? { }, agent, metrics ? null, format ? "initrd" }:
 let
   toStr = v: if builtins.isString v then v else toString v;
   packages = map toStr (role.packages or [ ]);
@@ -33,6 +37,8 @@ let
 in
 assert builtins.isString startup
   || throw "nix/selftest: role ${name}: `startup` must be shell text (a string)";
+assert builtins.elem format [ "initrd" "rootfs" ]
+  || throw "nix/selftest: role ${name}: unknown format '${toString format}' (initrd or rootfs)";
 assert badPackage == [ ]
   || throw "nix/selftest: role ${name}: packages must be absolute paths of host files, not ${builtins.head badPackage}";
 builtins.derivation {
@@ -40,7 +46,7 @@ builtins.derivation {
   inherit system;
   builder = "/bin/sh";
   args = [ ./build.sh ];
-  inherit agent startup hostFingerprint;
+  inherit agent startup hostFingerprint format;
   metrics = if metrics == null then "" else metrics;
   roleName = role.name or name;
   packages = builtins.concatStringsSep "\n" packages;

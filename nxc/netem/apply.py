@@ -393,10 +393,34 @@ class Netem:
     def validate(self, **kwargs: Any) -> ValidationReport:
         """Measure and compare with the topology; raises NxcError listing bad pairs.
 
-        Keyword arguments go to :func:`nxc.netem.validate.validate`.
+        Where a node's kernel lacks what the topology needs (no netem qdisc, as in
+        containers on a host without sch_netem), the topology cannot be in place:
+        raises :class:`NetemMissing` saying validation cannot run, instead of reporting
+        every shaped pair as wrong. Keyword arguments go to
+        :func:`nxc.netem.validate.validate`.
         """
         from nxc.netem.validate import validate
 
+        plans = tcgen.plan(self.topology, self.deployment)
+
+        def missing(name: str) -> str | None:
+            plan = plans[name]
+            if plan.is_empty():
+                return None
+            tools = self._tools_for(name, probe=True, want_ifb=plan.ingress is not None)
+            try:
+                self._check_probe(name, tools, plan)
+            except NetemMissing as exc:
+                return str(exc)
+            return None
+
+        lacking = [why for why in self._each(missing, "validate").values() if why]
+        if lacking:
+            raise NetemMissing(
+                "netem validation cannot run: the topology cannot be in place ("
+                + "; ".join(lacking)
+                + ")"
+            )
         if kwargs.get("report") is None and self.report_dir is not None:
             n = 1
             while (self.report_dir / f"netem-validation-{n}.json").exists():

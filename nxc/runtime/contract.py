@@ -163,6 +163,11 @@ class Runtime(Protocol):
         """Flavour facts for ``nxc status`` (accelerator, job id, remaining walltime…)."""
         ...
 
+    def shell_argv(self, project: Project, deployment: Deployment, node: str) -> list[str] | None:
+        """The command opening an interactive shell on ``node`` when it has no ssh
+        endpoint (``nxc connect``), or None when the flavour has none."""
+        ...
+
 
 class RuntimeBase:
     """Defaults for the optional parts of :class:`Runtime`."""
@@ -188,3 +193,6 @@ class RuntimeBase:
 
     def status(self, project: Project, deployment: Deployment) -> dict[str, str]:
         return {}
+
+    def shell_argv(self, project: Project, deployment: Deployment, node: str) -> list[str] | None:
+        return None

@@ -38,7 +38,11 @@ def selftest_project(tmp_path: Path, builder: str | None = None) -> Path:
 def test_selftest_template_through_compose_with_a_stub_builder(tmp_path: Path) -> None:
     """The shared path (compose -> manifest derivation -> nixbuild) with tiny fake roles."""
     project = selftest_project(tmp_path, builder="stub-selftest.nix")
-    assert nixbuild.list_outputs(project) == ["selftest::g5k-ramdisk", "selftest::vm-ramdisk"]
+    assert nixbuild.list_outputs(project) == [
+        "selftest::docker",
+        "selftest::g5k-ramdisk",
+        "selftest::vm-ramdisk",
+    ]
     assert nixbuild.default_output(project, "vm-ramdisk") == "selftest::vm-ramdisk"
     seen: list[str] = []
     result = nixbuild.build(
@@ -59,6 +63,24 @@ def test_selftest_template_through_compose_with_a_stub_builder(tmp_path: Path) -
     assert manifest.test_script is not None and "start_all()" in manifest.test_script
     assert manifest.parameters == {"nodes": 3, "memory_mb": 256}
     assert result.to_record()["manifest"] == str(result.manifest)
+
+
+def test_selftest_docker_output_names_a_rootfs(tmp_path: Path) -> None:
+    """For docker, the builder is asked for a container root file system (no kernel)."""
+    project = selftest_project(tmp_path, builder="stub-selftest.nix")
+    result = nixbuild.build(project, "selftest::docker", extra_args=["--offline"])
+    manifest = Manifest.load(result.manifest)
+    assert manifest.flavour == "docker"
+    node = manifest.roles["node"]
+    assert node.kernel is None and node.initrd is None
+    assert node.container is not None
+    assert {k: v for k, v in node.container.items() if k != "image"} == {
+        "format": "rootfs",
+        "init": "/init",
+        "stop_signal": "SIGUSR2",
+    }
+    image = Path(node.container["image"])
+    assert image.name == "rootfs.tar" and image.read_text() == "rootfs\n"
 
 
 def test_parameters_override_without_editing_the_composition(tmp_path: Path) -> None:

@@ -320,7 +320,11 @@ def test_cli_builds_a_variant_with_a_param(tmp_path: Path) -> None:
 def test_cli_lists_outputs_without_aliases(tmp_path: Path) -> None:
     result = run_nxc("build", "--offline", "-L", cwd=selftest_project(tmp_path))
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["composition::g5k-ramdisk", "composition::vm-ramdisk"]
+    assert result.stdout.split() == [
+        "composition::docker",
+        "composition::g5k-ramdisk",
+        "composition::vm-ramdisk",
+    ]
 
 
 @pytest.mark.parametrize(

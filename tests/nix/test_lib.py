@@ -226,7 +226,7 @@ def test_compose_lists_outputs_without_nixpkgs() -> None:
         'builtins.attrNames (lib.compose { composition = { roles.node = { }; }; name = "t"; '
         'imageKind = "selftest"; })'
     )
-    assert names == ["t::g5k-ramdisk", "t::vm", "t::vm-ramdisk"]  # vm: NixOS Compose alias
+    assert names == ["t::docker", "t::g5k-ramdisk", "t::vm", "t::vm-ramdisk"]  # vm: alias
     names = eval_json(
         "builtins.attrNames (lib.compose { compositions = { a = { roles.x = { }; }; "
         'b = { roles.y = { }; }; }; flavours = [ "docker" ]; })'
@@ -237,7 +237,7 @@ def test_compose_lists_outputs_without_nixpkgs() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        ('imageKind = "selftest"; flavours = [ "docker" ];', "cannot build flavour 'docker'"),
+        ('imageKind = "selftest"; flavours = [ "g5k-image" ];', "cannot build flavour 'g5k-image'"),
         ('imageKind = "arch";', "unknown imageKind 'arch'"),
         ('flavours = [ "cloud" ];', "unknown flavour 'cloud'"),
     ],

@@ -228,7 +228,7 @@ CASES = [
     Case(
         "option of another flavour",
         _args("start", "-m", "procs.json", "--memory", "64"),
-        r"--memory is an option of flavour vm-ramdisk, not of procs",
+        r"--memory is an option of flavour docker, vm-ramdisk, not of procs",
     ),
     Case(
         "negative timeout",

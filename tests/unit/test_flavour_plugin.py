@@ -64,7 +64,7 @@ def test_plugin_is_listed_in_start_help(procs_project: tuple[Path, dict[str, str
     # The VM's options are not the plug-in's.
     bad = run_nxc("start", "-m", "manifest.json", "--memory", "64", cwd=project, env=env)
     assert bad.returncode == 1
-    assert "--memory is an option of flavour vm-ramdisk, not of procs" in bad.stderr
+    assert "--memory is an option of flavour docker, vm-ramdisk, not of procs" in bad.stderr
 
 
 def test_plugin_starts_drives_and_stops(procs_project: tuple[Path, dict[str, str], Path]) -> None:

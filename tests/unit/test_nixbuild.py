@@ -50,18 +50,18 @@ def stub_flake(tmp_path: Path, composition: str = "{ roles.node = { }; }") -> Pa
 def test_missing_attribute_lists_the_outputs(tmp_path: Path) -> None:
     project = stub_flake(tmp_path)
     with pytest.raises(BuildError) as caught:
-        nixbuild.build(project, "demo::docker", extra_args=["--offline"])
+        nixbuild.build(project, "demo::g5k-image", extra_args=["--offline"])
     message = str(caught.value)
-    assert "no output 'demo::docker'" in message
-    assert "available: demo::g5k-ramdisk, demo::vm-ramdisk" in message
+    assert "no output 'demo::g5k-image'" in message
+    assert "available: demo::docker, demo::g5k-ramdisk, demo::vm-ramdisk" in message
     assert "\n" not in message
 
 
 @needs_nix
 def test_default_output_for_a_flavour_the_flake_lacks(tmp_path: Path) -> None:
     project = stub_flake(tmp_path)
-    with pytest.raises(BuildError, match="no output for flavour 'docker'"):
-        nixbuild.default_output(project, "docker")
+    with pytest.raises(BuildError, match="no output for flavour 'g5k-image'"):
+        nixbuild.default_output(project, "g5k-image")
 
 
 @needs_nix
