@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import signal
 import subprocess
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +20,11 @@ BACKDOOR_PORT_NAME = "nxc.backdoor"
 DEPLOYMENT_FWCFG = "opt/nxc/deployment"
 HOSTKEY_FWCFG = "opt/nxc/hostkey"
 EXPERIMENT_NETDEV = "exp"
+# Host services (the sync service) as the guest sees them: an address on the
+# user-mode (management) network whose connections QEMU hands to a command that
+# joins the service's unix socket. The experiment NIC never carries them.
+GUEST_SERVICE_ADDRESS = "10.0.2.100"
+GUEST_SERVICE_FIRST_PORT = 6379
 DEFAULT_MEMORY_MB = 256
 DEFAULT_CPUS = 1
 # Executable names of the QEMU system emulators nxc starts (for recovering them).
@@ -54,7 +61,11 @@ def opt(value: object) -> str:
     return str(value).replace(",", ",,")
 
 
-def kernel_command_line(role_params: str, node: Node) -> str:
+def input_fwcfg(name: str) -> str:
+    return f"opt/nxc/{name}"
+
+
+def kernel_command_line(role_params: str, node: Node, inputs: Sequence[str] = ()) -> str:
     params = [
         role_params.strip(),
         "console=ttyS0",
@@ -64,6 +75,7 @@ def kernel_command_line(role_params: str, node: Node) -> str:
         f"nxc.hostkey=fwcfg:{HOSTKEY_FWCFG}",
         f"nxc.backdoor={BACKDOOR_PORT_NAME}",
         "nxc.mgmt=dhcp",
+        *(f"nxc.{name}=fwcfg:{input_fwcfg(name)}" for name in inputs),
     ]
     return " ".join(p for p in params if p)
 
@@ -88,8 +100,27 @@ def qemu_command(
     accel: str,
     memory_mb: int,
     cpus: int,
+    inputs: Mapping[str, Path] | None = None,
+    services: Sequence[tuple[int, Path]] = (),
+    socat: str = "socat",
 ) -> list[str]:
-    """The full QEMU argv for one node (no shell involved)."""
+    """The full QEMU argv for one node (no shell involved).
+
+    ``inputs``: private agent inputs (name → file) handed over as fw_cfg files, like
+    the host key (never on the command line). ``services``: (guest port, host unix
+    socket) pairs reached from the guest at ``GUEST_SERVICE_ADDRESS``:port.
+    """
+    inputs = dict(inputs or {})
+    forwards = "".join(
+        f",guestfwd=tcp:{GUEST_SERVICE_ADDRESS}:{port}-cmd:"
+        + opt(f"{socat} STDIO UNIX-CONNECT:{shlex.quote(str(path))}")
+        for port, path in services
+    )
+    extra_fwcfg = [
+        arg
+        for name, path in sorted(inputs.items())
+        for arg in ("-fw_cfg", f"name={input_fwcfg(name)},file={opt(path)}")
+    ]
     return [
         qemu,
         "-name", node.name,
@@ -101,19 +132,21 @@ def qemu_command(
         "-smp", str(cpus),
         "-kernel", str(kernel),
         "-initrd", str(initrd),
-        "-append", kernel_command_line(role_params, node),
+        "-append", kernel_command_line(role_params, node, sorted(inputs)),
         # A chardev, not "-serial file:PATH": that legacy form cannot carry every path.
         "-chardev", f"file,id=console,path={opt(files.console_log)}",
         "-serial", "chardev:console",
         "-fw_cfg", f"name={DEPLOYMENT_FWCFG},file={opt(deployment_file)}",
         "-fw_cfg", f"name={HOSTKEY_FWCFG},file={opt(files.host_key)}",
+        *extra_fwcfg,
         "-device", "virtio-serial-pci",
         "-chardev", f"socket,id=backdoor,path={opt(files.backdoor_socket)},server=on,wait=off",
         "-device", f"virtserialport,chardev=backdoor,name={BACKDOOR_PORT_NAME}",
         "-netdev", f"vde,id={EXPERIMENT_NETDEV},sock={opt(switch_dir)}",
         "-device", f"virtio-net-pci,netdev={EXPERIMENT_NETDEV},mac={node.mac}",
-        # restrict=on: the management NIC reaches nothing but the forwarded port.
-        "-netdev", f"user,id=mgmt,restrict=on,hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
+        # restrict=on: the management NIC reaches nothing but the forwarded ports
+        # (explicit forwards are not affected by restrict).
+        "-netdev", f"user,id=mgmt,restrict=on,hostfwd=tcp:127.0.0.1:{ssh_port}-:22{forwards}",
         "-device", "virtio-net-pci,netdev=mgmt",
         "-qmp", f"unix:{opt(files.qmp_socket)},server=on,wait=off",
         "-pidfile", str(files.pid_file),
