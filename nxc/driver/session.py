@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 
 from nxc.driver.driver import Driver
 from nxc.driver.machine import Machine
-from nxc.errors import NxcError
+from nxc.driver.sync import Sync, SyncUnavailable
+from nxc.errors import NxcError, StateError
 from nxc.fsutil import read_json
 from nxc.log import log
 from nxc.runs import DRIVER_LOG_FILE
@@ -65,7 +66,15 @@ def open_driver(
         current.run.add_command("driver", dir=str(where))
     log_file = session_dir / DRIVER_LOG_FILE
     log.attach_file(log_file)
-    driver = Driver(machines, log, session_dir, extra)
+    sync = None
+    with contextlib.suppress(SyncUnavailable, StateError):
+        sync = Sync(
+            current.sync().client("driver"),
+            log,
+            len(current.deployment.nodes),
+            {role: len(current.deployment.nodes_of(role)) for role in current.deployment.roles},
+        )
+    driver = Driver(machines, log, session_dir, extra, sync=sync)
     try:
         with monitoring(
             current.run_dir, machines, monitor, deployment_id=current.deployment.id, logger=log

@@ -154,6 +154,7 @@ class SyncClient:
     def __init__(self, config: SyncConfig, name: str | None = None) -> None:
         self.config = config
         self.name = name or config.node or "client"
+        where: dict[str, Any]
         if config.unix_socket:
             where = {"unix_socket_path": config.unix_socket}
         elif config.host and config.port:
@@ -161,10 +162,12 @@ class SyncClient:
         else:
             raise SyncError("the sync configuration has neither a socket nor a host and port")
         self._redis = redis.Redis(
-            **where,  # type: ignore[arg-type]
+            **where,
             username=config.user,
             password=config.token,
             socket_connect_timeout=10,
+            # Blocking waits (BLPOP) last as long as they were asked to.
+            socket_timeout=None,
             health_check_interval=30,
         )
         self.where = config.unix_socket or f"{config.host}:{config.port}"
@@ -186,7 +189,7 @@ class SyncClient:
 
     def _call(self, *args: Any) -> Any:
         try:
-            return self._redis.execute_command(*args)
+            return self._redis.execute_command(*args)  # type: ignore[no-untyped-call]
         except redis.AuthenticationError as exc:
             raise SyncError(f"the sync service at {self.where} refused the token: {exc}") from None
         except redis.ConnectionError as exc:

@@ -147,9 +147,7 @@ def _free_port(address: str) -> int:
         return port
 
 
-def server_config(
-    directory: Path, token: str, admin: str, tcp: tuple[str, int] | None
-) -> str:
+def server_config(directory: Path, token: str, admin: str, tcp: tuple[str, int] | None) -> str:
     """redis.conf for one deployment (pure; holds the passwords: write it 0600)."""
     lines = [
         "# nxc sync service (written by nxc start; private to this deployment)",
