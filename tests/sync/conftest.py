@@ -18,6 +18,10 @@ from nxc.driver.sync import Sync
 from nxc.ledger import Ledger
 from nxc.log import Logger
 from nxc.sync.service import SyncService, start_service, stop_service
+from tests.conftest import run_nxc
+
+# The e2e fixtures (a selftest composition built once per session) serve here too.
+from tests.e2e.conftest import VmCluster, built_selftest  # noqa: F401
 
 AGENT_DIR = Path(__file__).resolve().parents[2] / "nxc" / "agent"
 NXC_SYNC = AGENT_DIR / "nxc-sync"
@@ -91,3 +95,26 @@ def driver(service: SyncService, node_env: NodeEnv, tmp_path: Path) -> Iterator[
     sync = Sync(service.client("driver"), logger, 3, {"node": 3})
     with Driver(machines, logger, tmp_path / "out", sync=sync) as made:
         yield made
+
+
+# -- VMs ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def vms(built_selftest: Path) -> Iterator[VmCluster]:  # noqa: F811
+    """node1..node3 running (started by the real CLI), with driver machines."""
+    from nxc.project import Project
+    from nxc.session import running
+
+    result = run_nxc("start", "-r", "node=3", cwd=built_selftest)
+    cluster: VmCluster | None = None
+    try:
+        assert result.returncode == 0, result.stderr
+        current = running(Project(built_selftest))
+        cluster = VmCluster(built_selftest, current.deployment, {})
+        cluster.attach()
+        yield cluster
+    finally:
+        if cluster is not None:
+            cluster.release()
+        run_nxc("stop", cwd=built_selftest)
