@@ -282,15 +282,30 @@ def _disk_full(fault: Fault) -> ShellPlan:
     path = fault.params.get("path")
     if not path or not str(path).startswith("/"):
         raise FaultError("disk_full: give the path (absolute) of the file system to fill")
+    force = bool(fault.params.get("force", False))
     directory = shlex.quote(str(path))
     fill = shlex.quote(f"{str(path).rstrip('/')}/.nxc-fault-{fault.id}")
+    # File systems in memory: ramfs has no limit, and a tmpfs bigger than a quarter
+    # of the node's memory (an initramfs root, a default /tmp) would starve the node
+    # before it is full.
+    memory_check = (
+        ""
+        if force
+        else f"if [ $t = tmpfs ]; then size=$(df -kP {directory} | awk 'NR == 2 {{ print $2 }}'); "
+        "mem=$(awk '/^MemTotal:/ { print $2 }' /proc/meminfo); "
+        'if [ "$size" -gt $((mem / 4)) ]; then '
+        f"echo \"{path} is a tmpfs of $((size / 1024)) MiB, more than a quarter of the node's "
+        'memory: filling it would starve the node (force: true to do it anyway)" >&2; '
+        "exit 3; fi; fi; "
+    )
     apply = (
         f"[ -d {directory} ] || {{ echo 'no directory {path}' >&2; exit 3; }}; "
         f"t=$(stat -f -c %T {directory}); case $t in ramfs|rootfs) "
         f"echo '{path} is on '$t' (no size limit): filling it would take all memory' >&2; "
         "exit 3;; esac; "
+        + memory_check
         # dd stops at "no space left": that is the point.
-        f"dd if=/dev/zero of={fill} bs=1M 2>/dev/null; sync; "
+        + f"dd if=/dev/zero of={fill} bs=1M 2>/dev/null; sync; "
         f"[ -s {fill} ] || {{ echo 'could not fill {path}' >&2; exit 3; }}"
     )
     undo = f"rm -f {fill}; sync"
