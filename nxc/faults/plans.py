@@ -120,6 +120,8 @@ def _select(params: Mapping[str, Any]) -> tuple[str, str]:
     value = str(params[key])
     if key == "pid" and not value.isdigit():
         raise FaultError(f"pid must be a number, not {value!r}")
+    if not value.strip() or "\n" in value:
+        raise FaultError(f"{key} must be one non-empty line")
     return key, value
 
 
@@ -140,11 +142,12 @@ def _pids(key: str, value: str) -> str:
             'cat "/sys/fs/cgroup$cg/cgroup.procs"'
         )
     else:
+        # One grep over every command line (arguments are NUL-separated: -z), the
+        # pattern read from a file so that grep's own command line does not match.
         found = (
-            f"pat=$(echo {_b64(value)} | base64 -d); "
-            "for d in /proc/[0-9]*; do "
-            'c=$(tr "\\000" " " < "$d/cmdline" 2>/dev/null) || continue; '
-            'case $c in *"$pat"*) echo "${d#/proc/}" ;; esac; done'
+            f'pf=$(mktemp) && echo {_b64(value)} | base64 -d > "$pf" && '
+            'grep -lzsF -f "$pf" /proc/[0-9]*/cmdline | sed "s|^/proc/||; s|/cmdline$||"; '
+            'rm -f "$pf"'
         )
     return f"{{ {found}; }} 2>/dev/null | grep -vx \"$$\" | grep -v '^$'"
 
@@ -291,10 +294,11 @@ def _disk_full(fault: Fault) -> ShellPlan:
     memory_check = (
         ""
         if force
-        else f"if [ $t = tmpfs ]; then size=$(df -kP {directory} | awk 'NR == 2 {{ print $2 }}'); "
+        else f"if [ $t = tmpfs ]; then size=$(stat -f -c '%b %S' {directory} | "
+        "awk '{ print int($1 * $2 / 1024) }'); "
         "mem=$(awk '/^MemTotal:/ { print $2 }' /proc/meminfo); "
-        'if [ "$size" -gt $((mem / 4)) ]; then '
-        f"echo \"{path} is a tmpfs of $((size / 1024)) MiB, more than a quarter of the node's "
+        'if [ -z "$size" ] || [ "$size" -gt $((mem / 4)) ]; then '
+        f"echo \"{path} is a tmpfs of ${{size:-?}} KiB, more than a quarter of the node's "
         'memory: filling it would starve the node (force: true to do it anyway)" >&2; '
         "exit 3; fi; fi; "
     )
