@@ -283,7 +283,12 @@ def test_kill_with_restart_and_a_timeline_in_order(
         run = injector.timeline(timeline)
         run.wait(timeout=30)
         assert victim.wait(timeout=10) != 0
-        assert (tmp_path / "restarted").read_text() == "restarted\n"
+        # The restart runs in the background, in its own session.
+        restarted = tmp_path / "restarted"
+        deadline = time.monotonic() + 10
+        while not restarted.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert restarted.read_text() == "restarted\n"
     finally:
         if victim.poll() is None:
             victim.kill()
