@@ -4,11 +4,13 @@ Every participant is a real `nxc-sync` process under busybox sh (what a selftest
 runs), talking RESP over busybox nc to the same per-deployment redis-server that
 `nxc start` starts (here on 127.0.0.1).
 
-* barrier latency: N processes run `nxc-sync signal-and-wait STATE N`; latency = from
-  the last arrival (the service's timestamp of the N-th signal) to the last process
-  having exited (seen by this harness as EOF on its stdout), spread = first to last
-  exit. Baseline side by side: one `nxc-sync ping` (a whole nxc-sync run: shell,
-  FIFOs, nc, AUTH, one request), the floor of any release.
+* barrier latency: N processes run `nxc-sync signal-and-wait STATE N`, which prints
+  its sequence number once released; latency = from the last arrival (the service's
+  timestamp of the N-th signal) to the last such line read by this harness, spread =
+  first to last line. The same with N threads of the Python client in one process
+  shows the service's own share (no process to wake per participant). Baseline side
+  by side: one `nxc-sync ping` (a whole nxc-sync run: shell, FIFOs, nc, AUTH, one
+  request).
 * publish → every subscriber received: N processes `nxc-sync --count 1 subscribe`,
   registered (waiting) before the publish; latency = publish to the last line read.
 
@@ -24,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -63,27 +66,6 @@ def spawn(env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
     )
 
 
-def collect(processes: list[subprocess.Popen[bytes]], timeout: float) -> list[float]:
-    """The time each process's stdout reached EOF (it exited), on time.time()."""
-    selector = selectors.DefaultSelector()
-    for process in processes:
-        assert process.stdout is not None
-        os.set_blocking(process.stdout.fileno(), False)
-        selector.register(process.stdout, selectors.EVENT_READ)
-    done: list[float] = []
-    deadline = time.monotonic() + timeout
-    while len(done) < len(processes):
-        if time.monotonic() > deadline:
-            raise SystemExit(f"only {len(done)} of {len(processes)} participants finished")
-        for key, _ in selector.select(timeout=1):
-            if not key.fileobj.read():  # type: ignore[union-attr]
-                done.append(time.time())
-                selector.unregister(key.fileobj)
-    for process in processes:
-        process.wait()
-    return done
-
-
 def first_lines(processes: list[subprocess.Popen[bytes]], timeout: float) -> list[float]:
     """The time each process printed its first line."""
     selector = selectors.DefaultSelector()
@@ -109,9 +91,29 @@ def barrier_round(
     env: dict[str, str], client: SyncClient, state: str, n: int
 ) -> tuple[float, float]:
     processes = [spawn(env, "--name", f"p{i}", "signal-and-wait", state, str(n)) for i in range(n)]
-    exits = collect(processes, timeout=600)
+    released = first_lines(processes, timeout=600)
     last_arrival = max(t for _, t in client.arrivals(state))
-    return max(exits) - last_arrival, max(exits) - min(exits)
+    return max(released) - last_arrival, max(released) - min(released)
+
+
+def thread_round(service: SyncService, state: str, n: int) -> float:
+    released: list[float] = []
+    lock = threading.Lock()
+
+    def participant(i: int) -> None:
+        with SyncClient(service.config(f"t{i}"), f"t{i}") as client:
+            client.signal_and_wait(state, n, timeout=600)
+            with lock:
+                released.append(time.time())
+
+    threads = [threading.Thread(target=participant, args=(i,)) for i in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    with service.client("check") as client:
+        last_arrival = max(t for _, t in client.arrivals(state))
+    return max(released) - last_arrival
 
 
 def pubsub_round(env: dict[str, str], client: SyncClient, topic: str, n: int) -> float:
@@ -156,6 +158,10 @@ def main() -> None:
                 f"  N={n:5d}: latency {fmt(latency)} (median of {rounds}), "
                 f"release spread {fmt(spread)}, {latency / ping:.1f}x one nxc-sync run"
             )
+        print("barrier (Python client threads, one process), last arrival -> all released:")
+        for n in sizes:
+            results = [thread_round(service, f"th{n}-{r}", n) for r in range(rounds)]
+            print(f"  N={n:5d}: latency {fmt(statistics.median(results))} (median of {rounds})")
         print("publish -> every subscriber received (nxc-sync subscribe processes):")
         for n in [s for s in sizes if s <= 100] or [10]:
             results = [pubsub_round(env, client, f"t{n}-{r}", n) for r in range(rounds)]
