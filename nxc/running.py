@@ -58,7 +58,17 @@ class RunningDeployment:
 
     def health(self) -> list[str]:
         """Problems that affect the whole deployment now (one line each)."""
-        return self.runtime.health(self.project, self.deployment)
+        problems = list(self.runtime.health(self.project, self.deployment))
+        try:
+            service = self.sync()
+        except StateError:
+            return problems
+        if not service.is_running():
+            problems.append(
+                f"the sync service (redis-server, pid {service.pid}) is not running: nodes "
+                "cannot meet at barriers (nxc stop, then start again)"
+            )
+        return problems
 
     def ssh_argv(self, node_name: str) -> list[str]:
         node = self.deployment.node(node_name)
