@@ -147,13 +147,18 @@ def _free_port(address: str) -> int:
         return port
 
 
+def _quoted(path: Path) -> str:
+    """A path as a redis.conf argument (double-quoted: spaces are separators there)."""
+    return '"' + str(path).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def server_config(directory: Path, token: str, admin: str, tcp: tuple[str, int] | None) -> str:
     """redis.conf for one deployment (pure; holds the passwords: write it 0600)."""
     lines = [
         "# nxc sync service (written by nxc start; private to this deployment)",
         "daemonize no",
-        f"dir {directory}",
-        f"unixsocket {directory / 'sync.sock'}",
+        f"dir {_quoted(directory)}",
+        f"unixsocket {_quoted(directory / 'sync.sock')}",
         "unixsocketperm 700",
         f"port {tcp[1] if tcp else 0}",
         'save ""',
