@@ -105,6 +105,9 @@ class Injector:
         self._active: list[ActiveFault] = []
         self._counter = itertools.count(1)
         self._lock = threading.RLock()
+        self._busy: set[str] = set()
+        # Network faults change one shared topology: one change at a time.
+        self._netem_lock = threading.Lock()
         self._netem_base: Topology | None = None
         self._runs: list[TimelineRun] = []
 
@@ -180,16 +183,22 @@ class Injector:
         offset_s: float | None = None,
         **params: Any,
     ) -> ActiveFault:
-        """Apply one fault now; record it; return its handle (raises if it failed)."""
+        """Apply one fault now; record it; return its handle (raises if it failed).
+
+        Faults on different nodes may be applied from several threads at once (a
+        timeline does): the lock only guards the bookkeeping, not the commands.
+        """
         names = resolve_nodes(self.deployment, _names(nodes))
         with self._lock:
             fault_id = id or f"f{next(self._counter)}"
             if not _ID.match(fault_id):
                 raise FaultError(f"bad fault id {fault_id!r} (letters, digits, '_', '-')")
-            if any(a.id == fault_id for a in self._active):
+            if fault_id in self._busy or any(a.id == fault_id for a in self._active):
                 raise FaultError(f"a fault with id {fault_id!r} is already active")
             fault = Fault(kind, names, dict(params), fault_id)
             the_plan = plan(fault, self.deployment, self.rng)
+            self._busy.add(fault_id)
+        try:
             active = ActiveFault(fault, the_plan, self)
             if isinstance(the_plan, NetemPlan):
                 active.detail = dict(the_plan.detail)
@@ -201,8 +210,12 @@ class Injector:
                     self._note("fault", active, started, offset_s, exc)
                     self._undo(active, quiet=True)
                     raise
-            self._active.append(active)
+            with self._lock:
+                self._active.append(active)
             self._note("fault", active, started, offset_s)
+        finally:
+            with self._lock:
+                self._busy.discard(fault_id)
         return active
 
     def heal(self, active: ActiveFault, offset_s: float | None = None) -> None:
@@ -210,18 +223,20 @@ class Injector:
         with self._lock:
             if active.healed:
                 return
-            started = time.time()
+            active.healed = True
+        started = time.time()
+        try:
             with self.logger.nested(f"heal {active.id}: {active.fault.describe()}"):
                 try:
                     self._undo(active)
                 except Exception as exc:
                     self._note("heal", active, started, offset_s, exc)
                     raise
-                finally:
-                    active.healed = True
-                    if active in self._active:
-                        self._active.remove(active)
-            self._note("heal", active, started, offset_s)
+        finally:
+            with self._lock:
+                if active in self._active:
+                    self._active.remove(active)
+        self._note("heal", active, started, offset_s)
 
     def heal_all(self) -> list[str]:
         """Heal every active fault, newest first; return the problems (one line each)."""
@@ -352,9 +367,10 @@ class Injector:
             entry["detail"] = active.detail
         if error is not None:
             entry["error"] = str(error).splitlines()[0] if str(error) else type(error).__name__
-        self.events.append(entry)
-        if self.record is not None:
-            private_append(self.record, json.dumps(entry, default=str) + "\n")
+        with self._lock:
+            self.events.append(entry)
+            if self.record is not None:
+                private_append(self.record, json.dumps(entry, default=str) + "\n")
         status = "" if error is None else f" FAILED: {entry['error']}"
         self.logger.info(f"{event} {fault.id} ({fault.kind}) at +{entry['offset']:.3f}s{status}")
 

@@ -142,7 +142,12 @@ def _parse_event(event: Any, where: str, ids: set[str], number: int) -> list[Tim
 
 
 class TimelineRun:
-    """One run of a timeline on an injector, on its own thread."""
+    """One run of a timeline on an injector.
+
+    A scheduler thread dispatches each event at its offset to a thread of its own, so
+    that a slow action (a command on a busy node, a crash) never delays the events
+    after it; a heal waits for its fault's application to finish first.
+    """
 
     def __init__(self, timeline: Timeline, injector: Injector) -> None:
         self.timeline = timeline
@@ -151,6 +156,9 @@ class TimelineRun:
         self.done = threading.Event()
         self._cancel = threading.Event()
         self._thread = threading.Thread(target=self._run, name="nxc-faults", daemon=True)
+        self._workers: list[threading.Thread] = []
+        self._applied: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
         self.started = 0.0
 
     def start(self) -> None:
@@ -168,6 +176,7 @@ class TimelineRun:
         self.raise_errors()
 
     def cancel(self) -> None:
+        """Dispatch nothing more; wait for the actions under way."""
         self._cancel.set()
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(timeout=COMMAND_WAIT)
@@ -189,27 +198,53 @@ class TimelineRun:
             for entry in self.timeline.entries:
                 delay = self.started + entry.at - time.monotonic()
                 if delay > 0 and self._cancel.wait(delay):
-                    return
+                    break
                 if self._cancel.is_set():
-                    return
+                    break
                 offset = time.monotonic() - self.started
-                try:
-                    self._fire(entry, offset)
-                except Exception as exc:
-                    self.errors.append(f"at {entry.at:g}s: {str(exc).splitlines()[0]}")
+                if entry.action == "fault":
+                    with self._lock:
+                        self._applied[entry.id] = threading.Event()
+                worker = threading.Thread(
+                    target=self._fire, args=(entry, offset), name="nxc-fault", daemon=True
+                )
+                self._workers.append(worker)
+                worker.start()
+            for worker in self._workers:
+                worker.join(timeout=COMMAND_WAIT)
         finally:
             self.done.set()
 
     def _fire(self, entry: TimelineEntry, offset: float) -> None:
         injector = self.injector
-        if entry.action == "fault":
-            injector.inject(entry.kind, entry.nodes, id=entry.id, offset_s=offset, **entry.params)
-            return
-        if entry.target == "all":
-            for active in reversed(injector.active):
-                injector.heal(active, offset)
-            return
-        injector.heal(injector.find(entry.target), offset)
+        try:
+            if entry.action == "fault":
+                try:
+                    injector.inject(
+                        entry.kind, entry.nodes, id=entry.id, offset_s=offset, **entry.params
+                    )
+                finally:
+                    self._applied[entry.id].set()
+                return
+            # A heal acts once what it heals is in place (applied, or failed).
+            with self._lock:
+                pending = (
+                    list(self._applied.values())
+                    if entry.target == "all"
+                    else [self._applied[entry.target]]
+                    if entry.target in self._applied
+                    else []
+                )
+            for applied in pending:
+                applied.wait(COMMAND_WAIT)
+            if entry.target == "all":
+                for active in reversed(injector.active):
+                    injector.heal(active, offset)
+                return
+            injector.heal(injector.find(entry.target), offset)
+        except Exception as exc:
+            with self._lock:
+                self.errors.append(f"at {entry.at:g}s: {str(exc).splitlines()[0]}")
 
 
 COMMAND_WAIT = 300.0
