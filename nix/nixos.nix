@@ -2,8 +2,9 @@
 # Returns { artifacts; config; system }: artifacts in the manifest's per-role
 # form, set by the flavour module through `nxc.artifacts`.
 # `nodes` (every role's configuration, as NixOS Compose and NixOS tests give it) is
-# a module argument of every role; `metrics` is the nxc-metrics sampler (see agent.nix).
-{ nixpkgs, system, flavour, composition, role, agent, metrics ? null, extraModules ? [ ], nodes ? { } }:
+# a module argument of every role; `metrics` is the nxc-metrics sampler and
+# `syncCommand` the sync service's nxc-sync (see agent.nix).
+{ nixpkgs, system, flavour, composition, role, agent, metrics ? null, syncCommand ? null, extraModules ? [ ], nodes ? { } }:
 let
   nixosSystem =
     if nixpkgs ? lib && nixpkgs.lib ? nixosSystem then nixpkgs.lib.nixosSystem
@@ -26,6 +27,7 @@ let
       {
         nxc = { composition = composition.name; role = role.name; inherit flavour; };
         nxc.agent.source = agent;
+        nxc.agent.syncSource = syncCommand;
         _module.args.nodes = nodes;
         nxc.agent.metricsSource = metrics;
       }

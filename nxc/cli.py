@@ -382,12 +382,32 @@ def start(
 
 
 def _run_driver(
-    current: Any, script: Path | None, interactive: bool = False, monitor: Any = None
+    current: Any,
+    script: Path | None,
+    interactive: bool = False,
+    monitor: Any = None,
+    faults: Path | None = None,
+    timeline_only: bool = False,
 ) -> int:
-    """Run SCRIPT, else the composition's testScript, else (interactive) the shell."""
-    from nxc.driver.session import open_driver
+    """Run SCRIPT, else the composition's testScript, else (interactive) the shell.
 
+    ``faults``: a fault timeline run alongside (alone with ``timeline_only``); what it
+    left applied is healed when the driver ends.
+    """
+    from nxc.driver.session import open_driver
+    from nxc.faults.timeline import Timeline
+
+    timeline = Timeline.load(faults) if faults is not None else None
     with open_driver(current, monitor=monitor) as driver:
+        injector = driver.extra_globals["faults"]
+        if timeline is not None and timeline_only:
+            from nxc.faults.timeline import TimelineRun
+
+            TimelineRun(timeline, injector).run()
+            click.echo(f"fault timeline done: {current.run.directory / 'faults.jsonl'}", err=True)
+            return 0
+        if timeline is not None:
+            injector.timeline(timeline)
         if interactive:
             from nxc.driver.shell import interactive_shell
 
@@ -413,11 +433,18 @@ def _run_driver(
 @cli.command()
 @project_option
 @click.option("-t", "--test", "run_test", is_flag=True, help="Run the composition's testScript.")
+@click.option(
+    "--faults",
+    "faults_file",
+    type=click.Path(path_type=Path),
+    help="Run this fault timeline (YAML) alongside the scenario, or alone without one.",
+)
 @click.argument("script", required=False, type=click.Path(path_type=Path))
 @monitor_options
 def driver(
     project_dir: str | None,
     run_test: bool,
+    faults_file: Path | None,
     script: Path | None,
     no_monitor: bool,
     monitor_interval: float,
@@ -425,7 +452,8 @@ def driver(
     """Drive the running nodes: a shell, the testScript (-t) or a SCRIPT file.
 
     Script mode exits non-zero when the scenario fails and writes report.json and
-    report.xml (JUnit) in the run's directory.
+    report.xml (JUnit) in the run's directory. Every fault and heal goes to the run
+    record (faults.jsonl); faults still applied at the end are healed.
 
     \b
     Examples:
@@ -433,6 +461,8 @@ def driver(
       nxc driver -t              # the composition's testScript
       nxc driver scenario.py
       nxc driver -t --no-monitor # without scraping metrics
+      nxc driver --faults faults.yaml -t   # the testScript under a fault timeline
+      nxc driver --faults faults.yaml      # the timeline alone
     """
     from nxc.running import running
 
@@ -440,10 +470,14 @@ def driver(
     current = running(_project(project_dir))
     if run_test and script is not None:
         raise NxcError("give either -t or a SCRIPT, not both")
+    if faults_file is not None and not run_test and script is None:
+        sys.exit(
+            _run_driver(current, None, monitor=monitor, faults=faults_file, timeline_only=True)
+        )
     if not run_test and script is None:
         _run_driver(current, script=None, interactive=True, monitor=monitor)
         return
-    sys.exit(_run_driver(current, script=script, monitor=monitor))
+    sys.exit(_run_driver(current, script=script, monitor=monitor, faults=faults_file))
 
 
 @cli.command()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nxc.contracts import Deployment, Manifest
 from nxc.errors import NxcError, StateError
@@ -13,6 +14,9 @@ from nxc.runs import RunRecord
 from nxc.runtime import registry
 from nxc.runtime.contract import Runtime
 from nxc.runtime.node import NodeControl
+
+if TYPE_CHECKING:
+    from nxc.sync.service import SyncService
 
 __all__ = ["CURRENT_VERSION", "RunningDeployment", "running"]
 
@@ -42,12 +46,29 @@ class RunningDeployment:
     def known_hosts(self) -> Path:
         return self.project.keys_dir / "known_hosts"
 
+    def sync(self) -> SyncService:
+        """The deployment's sync service (a one-line error if it has none)."""
+        from nxc.sync.deploy import state_file
+        from nxc.sync.service import load_service
+
+        return load_service(state_file(self.project.current_dir))
+
     def nodes(self) -> dict[str, NodeControl]:
         return dict(self.runtime.nodes(self.project, self.deployment))
 
     def health(self) -> list[str]:
         """Problems that affect the whole deployment now (one line each)."""
-        return self.runtime.health(self.project, self.deployment)
+        problems = list(self.runtime.health(self.project, self.deployment))
+        try:
+            service = self.sync()
+        except StateError:
+            return problems
+        if not service.is_running():
+            problems.append(
+                f"the sync service (redis-server, pid {service.pid}) is not running: nodes "
+                "cannot meet at barriers (nxc stop, then start again)"
+            )
+        return problems
 
     def ssh_argv(self, node_name: str) -> list[str]:
         node = self.deployment.node(node_name)

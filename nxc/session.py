@@ -44,6 +44,7 @@ from nxc.runtime import registry
 from nxc.runtime.contract import Progress, Runtime, RuntimeContext, RuntimeState
 from nxc.runtime.options import FlavourOptions, resolve_options
 from nxc.signals import shielded
+from nxc.tools import require_tool
 
 __all__ = [
     "DEFAULT_FLAVOUR",
@@ -122,6 +123,7 @@ def prepare(project: Project, manifest: Manifest, request: StartRequest) -> Prep
 
         topology = Topology.load(request.topology)
     runtime.check_host(manifest, options)
+    require_tool("redis-server")  # the sync service every deployment has
     return Prepared(runtime, options, quantities, topology)
 
 
@@ -257,6 +259,10 @@ def _start(
     )
     with clock.phase("acquire"):
         deployment = runtime.acquire(ctx, deployment)
+        # The sync service nodes reach directly (its process is in the ledger at once).
+        from nxc.sync.deploy import start_for_deployment
+
+        start_for_deployment(ctx, runtime, deployment)
         known = [
             known_hosts_line(n.ssh_host, n.ssh_port, n.host_key)
             for n in deployment.nodes
@@ -342,6 +348,11 @@ def stop(
             pre += runtime.release(project, say)
             if damaged:
                 extra += runtime.recover(project)
+        if damaged:
+            from nxc.sync.deploy import state_file
+            from nxc.sync.service import recover as recover_sync
+
+            extra += recover_sync(state_file(project.current_dir))
         run_dir = None
         if mark_run:
             with contextlib.suppress(StateError, KeyError, TypeError):

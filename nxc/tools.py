@@ -18,6 +18,8 @@ DEBIAN_PACKAGE = {
     "docker": "docker.io",
     "dockerd": "docker.io",
     "cpio": "cpio",
+    "redis-server": "redis-server",
+    "socat": "socat",
 }
 
 

@@ -1,7 +1,9 @@
 # N servers form a ring using the node list every node has
 # (/etc/nxc/deployment.json): server i links to server i+1, the last to the
 # first. A token sent by a client travels the ring twice. Clients start only
-# once every server reports its link up (a barrier in the testScript).
+# once every server reported its link up: each server signals `ring-connected`
+# on the deployment's sync service, and the client role declares
+# `start_after` that state signalled by every server (no driver involved).
 { parameters, ... }:
 let
   ringPort = 7000;
@@ -54,6 +56,7 @@ in
             next=$(${nextServer pkgs})
             until socat -u /dev/null TCP:$next:${toString ringPort},connect-timeout=2; do sleep 1; done
             mkdir -p /run/ring && echo "$next" > /run/ring/connected
+            /run/current-system/sw/bin/nxc-sync signal ring-connected
           '';
         };
       };
@@ -61,10 +64,16 @@ in
 
     client = {
       quantity = parameters.clients;
+      # The agent waits until every server (however many `-r server=N` made)
+      # signalled ring-connected before the role's units that order after
+      # nxc-start-after.service start.
+      start_after = { state = "ring-connected"; count = "server"; timeout = 600; };
       module = { pkgs, ... }: {
         imports = [ common ];
-        # Not started at boot: the scenario starts it after the barrier.
         systemd.services.ring-client = {
+          wantedBy = [ "multi-user.target" ];
+          after = [ "nxc-start-after.service" ];
+          requires = [ "nxc-start-after.service" ];
           path = [ pkgs.socat pkgs.jq pkgs.coreutils ];
           serviceConfig = { Type = "oneshot"; RemainAfterExit = true; };
           script = ''

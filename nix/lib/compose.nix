@@ -47,6 +47,8 @@ let
   agent = nxcRoot + "/nxc/agent/nxc-agent";
   # The /proc sampler in the Prometheus text format, for images without node_exporter.
   metrics = nxcRoot + "/nxc/agent/nxc-metrics";
+  # The node-side command of the sync service, shipped in every image.
+  syncCommand = nxcRoot + "/nxc/agent/nxc-sync";
   selftestDir = nxcRoot + "/nix/selftest";
 
   supported = {
@@ -178,7 +180,7 @@ let
     import ../nixos.nix {
       nixpkgs = requireNixpkgs;
       flavour = man.canonicalFlavour flavourName;
-      inherit system agent metrics;
+      inherit system agent metrics syncCommand;
       extraModules = moduleExtras;
       composition = normalisedFor cname flavourName;
       inherit role;
@@ -199,7 +201,9 @@ let
         else if builtins.pathExists (selftestDir + "/default.nix") then import selftestDir
         else util.fail "lib.compose" "nix/selftest/default.nix is missing from this nxc checkout";
       args = { inherit system agent; name = "${c.name}-${role.name}"; role = role.selftest; }
-        // (if (builtins.functionArgs builder) ? metrics then { inherit metrics; } else { });
+        // (if (builtins.functionArgs builder) ? metrics then { inherit metrics; } else { })
+        # Builders that take `sync` (nix/selftest does) also ship nxc-sync.
+        // (if (builtins.functionArgs builder) ? sync then { sync = syncCommand; } else { });
       drv = builder args;
       # A container runs on the host's kernel: the same tools and agent, no kernel.
       rootfs = builder (args // { format = "rootfs"; });

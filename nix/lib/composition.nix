@@ -12,6 +12,10 @@
 #         resources = { memory_mb = 1024; cpus = 2; };
 #         module = { pkgs, ... }: { environment.systemPackages = [ pkgs.curl ]; };
 #         # modules = [ … ];            # several modules instead of one
+#         # Start the role's startup/services once a sync-service state was
+#         # signalled COUNT times (a number, a role name: all its nodes, or "all");
+#         # a list of such conditions waits for each (docs/sync.md).
+#         start_after = { state = "connected"; count = "server"; timeout = 600; };
 #       };
 #     };
 #     common = { … };                    # optional: a module every role imports
@@ -39,7 +43,7 @@ let
   params = import ./parameters.nix;
   topo = import ./topology.nix;
 
-  specKeys = [ "quantity" "module" "modules" "resources" ];
+  specKeys = [ "quantity" "module" "modules" "resources" "start_after" ];
   knownKeys = [ "description" "parameters" "roles" "common" "testScript" "topology" "name" "flavours" ]
     # NixOS Compose's
     ++ [ "nodes" "rolesDistribution" "extraVolumes" "dockerPorts" ];
@@ -73,10 +77,33 @@ rec {
     else if extra != { } then util.fail where "unknown resource '${builtins.head (builtins.attrNames extra)}' (known: memory_mb, cpus)"
     else check "memory_mb" 96 1048576 // check "cpus" 1 64;
 
+  # start_after = { state; count; timeout ? }, or a list of those; count is a
+  # number, a role name (every node of that role at start time) or "all".
+  normaliseStartAfter = here: roleNames: value:
+    let
+      w = "${here}: start_after";
+      conditions = if builtins.isList value then value else [ value ];
+      known = [ "state" "count" "timeout" ];
+      one = c:
+        let unknown = builtins.filter (k: !(builtins.elem k known)) (builtins.attrNames c);
+        in
+        if !(builtins.isAttrs c) then util.fail w "must be { state = \"…\"; count = N; } (count: a number, a role name or \"all\"), or a list of those"
+        else if unknown != [ ] then util.fail w "unknown key '${builtins.head unknown}' (known: ${util.joinNames known})"
+        else if !(c ? state) || !(builtins.isString c.state) then util.fail w "needs `state`, the name of a sync-service state (a string)"
+        else if builtins.match "[A-Za-z0-9][A-Za-z0-9._-]{0,127}" c.state == null then util.fail w "state '${c.state}': letters, digits, '.', '_', '-' (not first), at most 128"
+        else if !(c ? count) then util.fail w "state '${c.state}' needs `count`: a number, a role name or \"all\""
+        else if builtins.isInt c.count && c.count < 0 then util.fail w "count must not be negative"
+        else if builtins.isString c.count && c.count != "all" && !(builtins.elem c.count roleNames) then
+          util.fail w "count '${c.count}' is neither a number, \"all\" nor a role (roles: ${util.joinNames roleNames})"
+        else if !(builtins.isInt c.count || builtins.isString c.count) then util.fail w "count must be a number, a role name or \"all\""
+        else if c ? timeout && !((builtins.isInt c.timeout || builtins.isFloat c.timeout) && c.timeout > 0) then util.fail w "timeout must be a positive number of seconds"
+        else { inherit (c) state count; } // (if c ? timeout then { inherit (c) timeout; } else { });
+    in map one conditions;
+
   # A role is a module (function, path or attribute set of options) or a spec
   # with quantity/module/modules/resources. For selftest every attribute set is
   # a spec.
-  normaliseRole = { where, imageKind, distribution }: roleName: value:
+  normaliseRole = { where, imageKind, distribution, roleNames ? [ ] }: roleName: value:
     let
       here = "${where}: role '${roleName}'";
       isSpec = builtins.isAttrs value && (imageKind == "selftest" || builtins.any (k: value ? ${k}) specKeys);
@@ -95,6 +122,7 @@ rec {
       name = roleName;
       quantity = naming.checkQuantity here quantity;
       resources = normaliseResources here (spec.resources or { });
+      startAfter = normaliseStartAfter here roleNames (spec.start_after or [ ]);
       inherit modules;
       # What the selftest builder gets: the spec without the generic keys.
       selftest = builtins.removeAttrs spec specKeys // { name = roleName; };
@@ -163,7 +191,7 @@ rec {
         else r.roles or r.nodes or null;
       rawNames = if builtins.isAttrs rawRoles then builtins.attrNames rawRoles else [ ];
       distribution = normaliseDistribution where rawNames (r.rolesDistribution or { });
-      roles = builtins.mapAttrs (normaliseRole { inherit where imageKind distribution; }) rawRoles;
+      roles = builtins.mapAttrs (normaliseRole { inherit where imageKind distribution; roleNames = rawNames; }) rawRoles;
       roleNames = builtins.attrNames roles;
       quantities = builtins.mapAttrs (_: role: role.quantity) roles;
       clashes = naming.nameClashes quantities;
@@ -174,7 +202,7 @@ rec {
       else if unknown != [ ] then util.fail where "unknown attribute '${builtins.head unknown}' (known: ${util.joinNames knownKeys})"
       else if !(builtins.isAttrs rawRoles) || rawRoles == { } then util.fail where "`roles` must be a non-empty attribute set of roles"
       else if clashes != [ ] then util.fail where "two roles would both have a node named '${builtins.head clashes}': rename one of the roles"
-      else builtins.deepSeq [ (map (role: role.resources) (builtins.attrValues roles)) docker ] {
+      else builtins.deepSeq [ (map (role: [ role.resources role.startAfter ]) (builtins.attrValues roles)) docker ] {
         inherit name roles roleNames quantities imageKind;
         description = r.description or "";
         parameters = ev.final;

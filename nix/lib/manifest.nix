@@ -51,7 +51,8 @@ rec {
     else { inherit (role) quantity; }
       // util.dropNulls artifacts
       // container
-      // util.optionalAttrs (role.resources != { }) { inherit (role) resources; };
+      // util.optionalAttrs (role.resources != { }) { inherit (role) resources; }
+      // util.optionalAttrs ((role.startAfter or [ ]) != [ ]) { start_after = role.startAfter; };
 
   # assemble {
   #   composition = <normalised composition>;  flavour = "vm-ramdisk";

@@ -15,6 +15,19 @@ let
   '';
   # The driver scrapes node_exporter when it answers on :9100, else nxc-metrics.
   needsSampler = cfg.metricsSource != null && !config.services.prometheus.exporters.node.enable;
+  # nxc-sync with busybox's nc (it keeps the connection open until the server
+  # closes it) and the few tools it calls.
+  sync = pkgs.runCommand "nxc-sync" { } ''
+    install -Dm755 ${cfg.syncSource} $out/libexec/nxc-sync
+    patchShebangs $out/libexec/nxc-sync
+    cat > $out/bin/nxc-sync <<EOF
+    #!${pkgs.runtimeShell}
+    export NXC_SYNC_NC=\''${NXC_SYNC_NC:-${pkgs.busybox}/bin/nc}
+    export PATH=\$PATH:${lib.makeBinPath [ pkgs.coreutils pkgs.gnused pkgs.gawk pkgs.hostname ]}
+    exec $out/libexec/nxc-sync "\$@"
+    EOF
+    chmod 755 $out/bin/nxc-sync
+  '';
 in
 {
   options.nxc.agent = {
@@ -28,6 +41,11 @@ in
       default = null;
       description = "The nxc-metrics sampler (nxc/agent/nxc-metrics), installed when the role runs no node_exporter.";
     };
+    syncSource = lib.mkOption {
+      type = lib.types.nullOr lib.types.path;
+      default = null;
+      description = "The sync service's node command (nxc/agent/nxc-sync in the nxc source).";
+    };
     extraArgs = lib.mkOption {
       type = lib.types.listOf lib.types.str;
       default = [ ];
@@ -37,8 +55,28 @@ in
 
   config = lib.mkIf cfg.enable {
     # awk is all nxc-metrics needs besides sh.
-    environment.systemPackages = lib.optionals needsSampler [ metrics pkgs.gawk ];
+    environment.systemPackages = lib.optionals needsSampler [ metrics pkgs.gawk ]
+      ++ lib.optional (cfg.syncSource != null) sync;
 
+    # Registers the node with the sync service (discovery), then waits for the
+    # role's start_after conditions: units of a role with start_after order
+    # themselves `after` and `requires` this one.
+    systemd.services.nxc-start-after = lib.mkIf (cfg.syncSource != null) {
+      description = "nxc: announce this node and wait for the role's start_after";
+      wantedBy = [ "multi-user.target" ];
+      after = [ "nxc-agent.service" "network-online.target" ];
+      wants = [ "network-online.target" ];
+      requires = [ "nxc-agent.service" ];
+      unitConfig.ConditionPathExists = "/etc/nxc/sync";
+      serviceConfig = {
+        Type = "oneshot";
+        RemainAfterExit = true;
+        ExecStart = [ "${sync}/bin/nxc-sync announce" "${sync}/bin/nxc-sync start-after" ];
+        StandardOutput = "journal+console";
+        StandardError = "journal+console";
+        TimeoutStartSec = "infinity";
+      };
+    };
     systemd.services.nxc-agent = {
       description = "nxc agent: set this node up from the deployment";
       wantedBy = [ "multi-user.target" ];

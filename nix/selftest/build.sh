@@ -3,8 +3,9 @@
 # file system) from host packages.
 #
 # Inputs (derivation attributes, in the environment): out, agent, metrics (may be
-# empty), roleName, startup, packages (newline-separated absolute paths), kernelVersion
-# (may be empty), format (initrd or rootfs).
+# empty), sync (may be empty: the nxc-sync command), roleName, startup, packages
+# (newline-separated absolute paths), kernelVersion (may be empty), format (initrd or
+# rootfs).
 # Runs as a Nix build user with /bin/sh and the host's tools; writes
 #   initrd: $out/kernel  $out/initrd  $out/kernel-params  $out/info.json
 #   rootfs: $out/rootfs.tar  $out/info.json   (no kernel: a container runs on the host's)
@@ -314,6 +315,10 @@ if [ -n "${metrics:-}" ]; then
 	install_file "$metrics" /usr/bin/nxc-metrics
 	chmod 755 "$R/usr/bin/nxc-metrics"
 fi
+if [ -n "${sync:-}" ]; then
+	install_file "$sync" /usr/bin/nxc-sync
+	chmod 755 "$R/usr/bin/nxc-sync"
+fi
 if [ -n "${startup:-}" ]; then
 	printf '%s\n' "$startup" >"$R/etc/nxc/startup"
 	chmod 755 "$R/etc/nxc/startup"
@@ -395,10 +400,10 @@ fi
 
 cat >"$R/etc/nxc/rc.startup" <<'EOF'
 #!/bin/sh
-# The role's startup, once the agent is ready.
-[ -s /etc/nxc/startup ] || exit 0
+# Once the agent is ready: register the node with the sync service (discovery),
+# wait for the role's start_after conditions, then run the role's startup.
 if [ ! -e /run/nxc/ready ]; then
-	echo "nxc-startup: the agent did not get ready: role startup not run" >/dev/console
+	[ -s /etc/nxc/startup ] && echo "nxc-startup: the agent did not get ready: role startup not run" >/dev/console
 	exit 0
 fi
 cd /
@@ -406,6 +411,17 @@ export HOME=/root
 set -a
 . /etc/nxc/env
 set +a
+if [ -s /etc/nxc/sync ] && [ -x /usr/bin/nxc-sync ]; then
+	if ! /usr/bin/busybox sh /usr/bin/nxc-sync announce 2>>/run/nxc/sync.log; then
+		echo "nxc-startup: nxc-sync announce failed: $(tail -n 1 /run/nxc/sync.log)" >/dev/console
+	fi
+	if ! /usr/bin/busybox sh /usr/bin/nxc-sync start-after 2>>/run/nxc/sync.log; then
+		echo "nxc-startup: start_after not met: $(tail -n 1 /run/nxc/sync.log): role startup not run" >/dev/console
+		exit 0
+	fi
+fi
+: >/run/nxc/started
+[ -s /etc/nxc/startup ] || exit 0
 /bin/sh /etc/nxc/startup </dev/null >>/run/nxc/startup.log 2>&1
 st=$?
 [ "$st" -eq 0 ] || echo "nxc-startup: role startup exited with status $st (see /run/nxc/startup.log)" >/dev/console

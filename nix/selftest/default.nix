@@ -6,6 +6,7 @@
 #     name = "demo-server";                      # derivation name suffix
 #     agent = ./nxc/agent/nxc-agent;             # the node agent (a path: copied to the store)
 #     metrics = ./nxc/agent/nxc-metrics;         # optional: the /proc metrics sampler
+#     sync = ./nxc/agent/nxc-sync;               # optional: the sync service's node command
 #     role = {
 #       startup = "busybox httpd -p 80 -h /srv";  # shell text run once the agent is ready
 #       packages = [ "/usr/bin/socat" ];           # extra host files (with their libraries)
@@ -23,7 +24,7 @@
 # it is NOT reproducible (its inputs are whatever the host has installed). In an impure
 # evaluation a fingerprint of the host's package database is one of its inputs, so that
 # upgrading a host package rebuilds it; a pure evaluation (flakes) cannot read it.
-{ system ? "x86_64-linux", name, role ? { }, agent, metrics ? null, format ? "initrd" }:
+{ system ? "x86_64-linux", name, role ? { }, agent, metrics ? null, sync ? null, format ? "initrd" }:
 let
   toStr = v: if builtins.isString v then v else toString v;
   packages = map toStr (role.packages or [ ]);
@@ -48,6 +49,7 @@ builtins.derivation {
   args = [ ./build.sh ];
   inherit agent startup hostFingerprint format;
   metrics = if metrics == null then "" else metrics;
+  sync = if sync == null then "" else sync;
   roleName = role.name or name;
   packages = builtins.concatStringsSep "\n" packages;
   kernelVersion = role.kernel_version or "";

@@ -21,6 +21,9 @@ class RoleBuild:
     cpus: int | None = None
     image: dict[str, Any] | None = None
     container: dict[str, Any] | None = None
+    # Conditions on the sync service before the role's startup/services start:
+    # [{"state": S, "count": N | ROLE | "all", "timeout": seconds?}] (docs/sync.md).
+    start_after: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,7 @@ class Manifest:
                 cpus=resources.get("cpus"),
                 image=spec.get("image"),
                 container=spec.get("container"),
+                start_after=tuple(spec.get("start_after", ())),
             )
         return cls(
             composition=document["composition"],

@@ -7,9 +7,9 @@ runtime has given one :class:`~nxc.driver.machine.Machine` per node. It offers:
 * :meth:`Driver.run_script`: run a scenario (the composition's ``testScript`` or a
   file) with every machine bound by name, and write ``report.json`` and ``report.xml``
   (JUnit) to ``out_dir``;
-* events: nodes record named events as files under ``/run/nxc/events/<name>/`` (with
-  the tiny :data:`NXC_EVENT_SCRIPT` helper or by hand) and the scenario waits for them
-  across nodes with :meth:`Driver.wait_for_event` or :meth:`Driver.barrier`.
+* ``sync``: the deployment's sync service (:class:`~nxc.driver.sync.Sync`): the
+  scenario signals, waits at barriers, publishes and discovers on the same service
+  the nodes' programs use (``nxc-sync``), with no relaying through the driver.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import datetime as dt
 import json
 import linecache
 import re
-import shlex
 import socket
 import sysconfig
 import time
@@ -38,78 +37,21 @@ from nxc.driver.machine import (
     Machine,
     machines_by_role,
 )
-from nxc.errors import MachineError, NxcError, WaitTimeout
+from nxc.driver.sync import Sync, SyncUnavailable
+from nxc.errors import NxcError, WaitTimeout
 from nxc.fsutil import atomic_write
 from nxc.log import Logger
 from nxc.log import log as default_log
 from nxc.parallel import fan_out
 
 __all__ = [
-    "EVENTS_DIR",
-    "NXC_EVENT_SCRIPT",
     "Driver",
     "ErrorInfo",
-    "Event",
     "SubtestResult",
     "python_name",
 ]
 
 T = TypeVar("T")
-
-# Where nodes keep their events: one directory per event name, one file per occurrence.
-EVENTS_DIR = "/run/nxc/events"
-
-# The node-side helper; the agent installs it as ``nxc-event`` on every node (and
-# Driver.install_event_helper can push it to nodes that lack it).
-NXC_EVENT_SCRIPT = r"""#!/bin/sh
-# nxc-event: named events between the nodes of an nxc experiment and its scenario.
-#
-#   nxc-event emit NAME [VALUE]        record one occurrence of NAME on this node
-#   nxc-event count NAME               print how many occurrences of NAME this node holds
-#   nxc-event wait NAME [N [SECONDS]]  wait until this node holds N occurrences of NAME
-#                                      (N default 1; give up with status 124 after
-#                                      SECONDS, default 900, 0 = never)
-#
-# An occurrence is a file $NXC_EVENTS_DIR/NAME/<node>.<unique> (default directory
-# /run/nxc/events) holding VALUE; names starting with "." are being written. The
-# scenario counts occurrences across nodes with driver.wait_for_event(NAME, N);
-# driver.barrier(NAME) waits for NAME on every node, then emits NAME.release on each,
-# so a node joins a barrier with: nxc-event emit NAME && nxc-event wait NAME.release
-set -eu
-dir=${NXC_EVENTS_DIR:-/run/nxc/events}
-die() { echo "nxc-event: $*" >&2; exit 2; }
-[ $# -ge 2 ] || die "usage: nxc-event emit NAME [VALUE] | count NAME | wait NAME [N [SECONDS]]"
-action=$1 name=$2
-case $name in ""|.*|*/*|*[!A-Za-z0-9._-]*) die "bad event name '$name'";; esac
-count() {
-  n=0
-  for f in "$dir/$name"/*; do [ -f "$f" ] && n=$((n + 1)); done
-  echo "$n"
-}
-case $action in
-  emit)
-    node=${NXC_NODE:-$(cat /etc/nxc/node 2>/dev/null || hostname)}
-    mkdir -p "$dir/$name"
-    tmp=$(mktemp "$dir/$name/.new.XXXXXX")
-    printf '%s\n' "${3-}" > "$tmp"
-    mv "$tmp" "$dir/$name/$node.${tmp##*.}"
-    ;;
-  count) count ;;
-  wait)
-    want=${3:-1} limit=${4:-900} start=$(date +%s)
-    while [ "$(count)" -lt "$want" ]; do
-      if [ "$limit" -gt 0 ] && [ $(($(date +%s) - start)) -ge "$limit" ]; then
-        echo "nxc-event: no $want '$name' event(s) after ${limit}s (have $(count))" >&2
-        exit 124
-      fi
-      sleep 0.2 2>/dev/null || sleep 1
-    done
-    ;;
-  *) die "unknown action '$action'" ;;
-esac
-"""
-
-_EVENT_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
 
 _NXC_DIR = str(Path(nxc.__file__).resolve().parent)
 _LIBRARY_DIRS = tuple(
@@ -127,17 +69,6 @@ def python_name(name: str) -> str:
     """A node name as a Python identifier (``web-1`` → ``web_1``)."""
     cleaned = re.sub(r"[^A-Za-z0-9_]", "_", name)
     return cleaned if cleaned and not cleaned[0].isdigit() else "_" + cleaned
-
-
-@dataclass(frozen=True)
-class Event:
-    """One occurrence of an event: found on ``node``, emitted by ``source``."""
-
-    name: str
-    node: str
-    source: str
-    value: str
-    id: str
 
 
 @dataclass(frozen=True)
@@ -206,9 +137,7 @@ class Driver:
     ``machines``: one per node (their ``out_dir`` defaults to the driver's);
     ``logger``: defaults to :data:`nxc.log.log`; ``out_dir``: where reports and
     copied files go; ``extra_globals``: more names for scenarios (``netem``,
-    ``deployment``…); ``events_dir``: the nodes' event directory (a relative path is
-    relative to each node's working directory, which local test nodes use to keep
-    their events apart).
+    ``deployment``…); ``sync``: the deployment's sync service, if it has one.
     """
 
     def __init__(
@@ -218,13 +147,13 @@ class Driver:
         out_dir: Path = Path("."),
         extra_globals: dict[str, Any] | None = None,
         *,
-        events_dir: str = EVENTS_DIR,
+        sync: Sync | None = None,
     ) -> None:
         self.machines: list[Machine] = list(machines)
         self.logger = logger if logger is not None else default_log
         self.out_dir = Path(out_dir)
         self.extra_globals: dict[str, Any] = dict(extra_globals or {})
-        self.events_dir = events_dir
+        self._sync = sync
         self.subtests: list[SubtestResult] = []
         self._script: str | None = None
         names = [machine.name for machine in self.machines]
@@ -335,12 +264,12 @@ class Driver:
             "start_all": self.start_all,
             "subtest": self.subtest,
             "run_parallel": self.run_parallel,
-            "wait_for_event": self.wait_for_event,
             "barrier": self.barrier,
-            "emit_event": self.emit_event,
             "retry": self.retry,
             "log": self.logger,
         }
+        if self._sync is not None:
+            names["sync"] = self._sync
         names.update(self.extra_globals)
         machine_names = {python_name(m.name): m for m in self.machines}
         if len(self.machines) == 1 and "machine" not in machine_names:
@@ -500,186 +429,28 @@ class Driver:
                 ET.SubElement(case, "system-out").text = _xml(case_log)
         return root
 
-    # -- events --------------------------------------------------------------------
+    # -- sync service ---------------------------------------------------------------
 
-    def _event_dir(self, name: str) -> str:
-        if not _EVENT_NAME.match(name):
-            raise NxcError(f"bad event name {name!r} (letters, digits, '.', '_', '-')")
-        return shlex.quote(f"{self.events_dir.rstrip('/')}/{name}")
+    @property
+    def sync(self) -> Sync:
+        """The deployment's sync service (barriers, signals, topics, discovery)."""
+        if self._sync is None:
+            raise SyncUnavailable("this driver has no sync service (the deployment has none)")
+        return self._sync
 
-    def _read_events(self, name: str, machine: Machine) -> list[Event]:
-        directory = self._event_dir(name)
-        if not machine.is_up():
-            raise MachineError(f"{machine.name} is not running")
-        command = (
-            f"[ -d {directory} ] || exit 0; cd {directory} || exit 1; "
-            'for f in *; do [ -f "$f" ] || continue; printf \'%s\\t\' "$f"; '
-            "head -c 1000 \"$f\" | tr '\\n\\t\\r' '   '; echo; done"
-        )
-        result = machine.run(command, 60)
-        if result.status != 0:
-            raise MachineError(
-                f"{machine.name}: cannot read events {name}: status {result.status} "
-                f"{result.stderr.decode(errors='replace').strip()}"
-            )
-        events = []
-        for line in result.output.splitlines():
-            event_id, _, value = line.partition("\t")
-            if not event_id:
-                continue
-            source = event_id.rsplit(".", 1)[0] if "." in event_id else event_id
-            events.append(Event(name, machine.name, source, value.strip(), event_id))
-        return sorted(events, key=lambda e: e.id)
-
-    def events(self, name: str, machines: Sequence[Machine] | None = None) -> list[Event]:
-        """Every occurrence of ``name`` on the machines now (read in parallel)."""
-        targets = list(self.machines if machines is None else machines)
-        found: list[Event] = []
-        for _machine, outcome in zip(
-            targets, self._map(lambda m: self._read_events(name, m), targets), strict=True
-        ):
-            if isinstance(outcome, _Failed):
-                raise outcome.exc
-            found.extend(outcome)
-        return found
-
-    def emit_event(
-        self, name: str, value: str = "", machines: Sequence[Machine] | None = None
-    ) -> None:
-        """Record one occurrence of ``name`` (source ``driver``) on each machine."""
-        directory = self._event_dir(name)
-        command = (
-            f"mkdir -p {directory} && t=$(mktemp {directory}/.new.XXXXXX) && "
-            f"printf '%s\\n' {shlex.quote(value)} > \"$t\" && "
-            f'mv "$t" {directory}/driver."${{t##*.}}"'
-        )
-
-        targets = list(self.machines if machines is None else machines)
-        with self.logger.nested(f"event {name} on {', '.join(m.name for m in targets)}"):
-            self._run_everywhere(command, targets, f"record event {name}", f"emit {name}")
-
-    def clear_events(self, name: str, machines: Sequence[Machine] | None = None) -> None:
-        """Forget every occurrence of ``name`` on the machines."""
-        command = f"rm -rf {self._event_dir(name)}"
-        targets = list(self.machines if machines is None else machines)
-        self.run_parallel(lambda m: m.run(command, 60), targets, what=f"clear events {name}")
-
-    def wait_for_event(
-        self,
-        name: str,
-        count: int = 1,
-        timeout: float = 900,
-        machines: Sequence[Machine] | None = None,
-    ) -> list[Event]:
-        """Wait until the machines hold ``count`` occurrences of ``name`` in total.
-
-        Polls every machine in parallel; returns the occurrences seen. On expiry raise
-        :class:`~nxc.errors.WaitTimeout` with the per-node counts last seen.
-        """
-        targets = list(self.machines if machines is None else machines)
-
-        def enough(by_node: dict[str, list[Event]]) -> bool:
-            return sum(len(events) for events in by_node.values()) >= count
-
-        what = f"{count} occurrence{'s' if count != 1 else ''} of event {name}"
-        with self.logger.nested(f"waiting for {what}"):
-            return self._wait_events(name, targets, enough, what, timeout)
-
-    def barrier(
-        self, name: str, machines: Sequence[Machine] | None = None, timeout: float = 900
-    ) -> None:
-        """Wait until every machine recorded ``name``, then emit ``name.release`` on each.
-
-        A node joins with ``nxc-event emit NAME && nxc-event wait NAME.release``. Use a
-        new name for each barrier (or :meth:`clear_events` between uses).
-        """
-        targets = list(self.machines if machines is None else machines)
-
-        def everyone(by_node: dict[str, list[Event]]) -> bool:
-            return all(by_node.get(m.name) for m in targets)
-
-        with self.logger.nested(f"barrier {name} on {', '.join(m.name for m in targets)}"):
-            self._wait_events(name, targets, everyone, f"event {name} on every node", timeout)
-            self.emit_event(f"{name}.release", machines=targets)
-
-    def _wait_events(
-        self,
-        name: str,
-        targets: list[Machine],
-        done: Callable[[dict[str, list[Event]]], bool],
-        what: str,
-        timeout: float,
-    ) -> list[Event]:
-        deadline = time.monotonic() + timeout
-        pause = BACKOFF_FIRST
-        attempts = 0
-        while True:
-            attempts += 1
-            outcomes = self._map(lambda m: self._read_events(name, m), targets)
-            by_node: dict[str, list[Event]] = {}
-            problems: dict[str, str] = {}
-            for machine, outcome in zip(targets, outcomes, strict=True):
-                if isinstance(outcome, _Failed):
-                    if not isinstance(outcome.exc, NxcError):
-                        raise outcome.exc
-                    problems[machine.name] = _describe(outcome.exc)
-                    by_node[machine.name] = []
-                else:
-                    by_node[machine.name] = outcome
-            if done(by_node):
-                found = [event for events in by_node.values() for event in events]
-                self.logger.info(
-                    f"{len(found)} occurrence(s) of {name}: "
-                    + ", ".join(f"{node}={len(events)}" for node, events in by_node.items())
-                )
-                return found
-            now = time.monotonic()
-            if now >= deadline:
-                break
-            time.sleep(min(pause, deadline - now))
-            pause = min(pause * BACKOFF_FACTOR, BACKOFF_MAX)
-        seen = ", ".join(
-            f"{node}={len(events)}" + (f" ({problems[node]})" if node in problems else "")
-            for node, events in by_node.items()
-        )
-        raise WaitTimeout(
-            f"timed out after {timeout:g}s waiting for {what} ({attempts} polls); "
-            f"last seen: {seen or 'no nodes'}"
-        )
-
-    def install_event_helper(
-        self, path: str = "/run/nxc/bin/nxc-event", machines: Sequence[Machine] | None = None
-    ) -> None:
-        """Write :data:`NXC_EVENT_SCRIPT` to ``path`` on each machine (if its image lacks it)."""
-        quoted = shlex.quote(path)
-        command = (
-            f"mkdir -p \"$(dirname {quoted})\" && printf '%s' {shlex.quote(NXC_EVENT_SCRIPT)} "
-            f"> {quoted} && chmod 755 {quoted}"
-        )
-
-        self._run_everywhere(command, machines, f"install {path}", f"install {path}")
-
-    def _run_everywhere(
-        self, command: str, machines: Sequence[Machine] | None, action: str, what: str
-    ) -> None:
-        """Run a housekeeping ``command`` on machines in parallel; any failure is fatal."""
-
-        def run(machine: Machine) -> None:
-            result = machine.run(command, 60)
-            if result.status != 0:
-                raise MachineError(
-                    f"{machine.name}: cannot {action}: "
-                    f"{result.stderr.decode(errors='replace').strip()}"
-                )
-
-        self.run_parallel(run, machines, what=what)
+    def barrier(self, state: str, count: int | None = None, timeout: float | None = 600) -> None:
+        """``sync.barrier``: wait until ``state`` was signalled ``count`` times (default:
+        once per node). Nodes join with ``nxc-sync signal-and-wait STATE COUNT``."""
+        self.sync.barrier(state, count, timeout)
 
     # -- cleanup -------------------------------------------------------------------
 
     def release(self) -> None:
-        """Close every machine's channel (nodes keep running)."""
+        """Close every machine's channel and the sync connection (nodes keep running)."""
         for machine in self.machines:
             machine.release()
+        if self._sync is not None:
+            self._sync.close()
 
     def __enter__(self) -> Driver:
         return self

@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING
 
 from nxc.driver.driver import Driver
 from nxc.driver.machine import Machine
-from nxc.errors import NxcError
+from nxc.driver.sync import Sync, SyncUnavailable
+from nxc.errors import NxcError, StateError
+from nxc.faults.injector import Injector
 from nxc.fsutil import read_json
 from nxc.log import log
 from nxc.runs import DRIVER_LOG_FILE
@@ -65,7 +67,25 @@ def open_driver(
         current.run.add_command("driver", dir=str(where))
     log_file = session_dir / DRIVER_LOG_FILE
     log.attach_file(log_file)
-    driver = Driver(machines, log, session_dir, extra)
+    sync = None
+    with contextlib.suppress(SyncUnavailable, StateError):
+        sync = Sync(
+            current.sync().client("driver"),
+            log,
+            len(current.deployment.nodes),
+            {role: len(current.deployment.nodes_of(role)) for role in current.deployment.roles},
+        )
+    # Faults: recorded in the run record; whatever is still applied when the driver
+    # ends is healed.
+    faults = Injector(
+        current.deployment,
+        {m.name: m for m in machines},
+        log,
+        netem=netem,
+        record=current.run.directory / "faults.jsonl",
+    )
+    extra["faults"] = faults
+    driver = Driver(machines, log, session_dir, extra, sync=sync)
     try:
         with monitoring(
             current.run_dir, machines, monitor, deployment_id=current.deployment.id, logger=log
@@ -73,5 +93,9 @@ def open_driver(
             driver.extra_globals["monitor"] = watch
             yield driver
     finally:
-        driver.release()
-        log.detach_file(log_file)
+        try:
+            for problem in faults.close():
+                log.warning(problem)
+        finally:
+            driver.release()
+            log.detach_file(log_file)

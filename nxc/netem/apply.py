@@ -316,6 +316,12 @@ class Netem:
         plans = tcgen.plan(self.topology, self.deployment)
         self._install(plans, incremental=False, names=nodes)
 
+    def update(self, topology: TopologySource) -> None:
+        """Make ``topology`` the current one, changing on each node only what differs
+        (what fault injection uses to add and remove partitions and spikes)."""
+        self.topology = load_topology(topology)
+        self._sync()
+
     def set(
         self,
         src: str | Sequence[str],

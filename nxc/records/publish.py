@@ -234,6 +234,9 @@ def readme(record: RunRecord, run: dict[str, Any], with_closure: bool, archive_n
         "(JUnit), `log.jsonl`, netem validation reports |",
         "| `metrics.sqlite`, `report/` | metrics scraped from the nodes, and `nxc report` output, "
         "when present |",
+        "| `faults.jsonl` | every fault and heal injected by the driver, with its time and "
+        "offset, when present |",
+        "| `sync.log` | the log of the deployment's sync service (redis-server) |",
         f"| `{SUMS}` | SHA-256 of every file; the archive digest is the SHA-256 of this file |",
     ]
     if with_closure:

@@ -23,6 +23,16 @@
 
 Everything after ``launch`` (driver, connect, netem, monitoring, records) is
 flavour-blind. :class:`RuntimeBase` gives the optional parts a default.
+
+Host services. Between ``acquire`` and ``launch`` the session starts services of its
+own that nodes reach directly (the sync service, :mod:`nxc.sync`). A runtime says
+where they must listen (``service_address``: a TCP address its nodes reach, or None
+when it forwards a unix socket itself) and how each node reaches one
+(``node_endpoint``); ``launch`` finds them in ``ctx.services``, and the private files
+each node must receive besides its host key in ``ctx.node_inputs`` (e.g. ``sync``:
+the endpoint and the deployment's token), to hand over like the host key. Nodes reach
+services over their management channel, never the experiment network: netem never
+shapes or cuts it.
 """
 
 from __future__ import annotations
@@ -42,6 +52,7 @@ from nxc.runtime.node import NodeControl
 from nxc.runtime.options import FlavourOptions, Option
 
 __all__ = [
+    "HostService",
     "Progress",
     "Runtime",
     "RuntimeBase",
@@ -103,6 +114,20 @@ class RuntimeState:
             )
 
 
+@dataclass(frozen=True)
+class HostService:
+    """A service nxc runs on the host for one deployment, that nodes reach directly.
+
+    ``unix_socket`` always exists (the host side uses it; a runtime may forward it to
+    nodes); ``tcp`` is set when the runtime asked for a TCP listener
+    (``service_address``).
+    """
+
+    name: str
+    unix_socket: Path
+    tcp: tuple[str, int] | None = None
+
+
 @dataclass
 class RuntimeContext:
     """What ``acquire`` and ``launch`` receive for one start."""
@@ -127,6 +152,11 @@ class RuntimeContext:
     # nodes are launched and it starts waiting for their ready lines, so that the
     # run record times launching and booting apart.
     begin_phase: Callable[[str], None] = field(default=lambda _name: None)
+    # Host services started for this deployment (name -> service), before launch.
+    services: dict[str, HostService] = field(default_factory=dict)
+    # Private per-node inputs besides the host key: node -> {input name: file (0600)}.
+    # A runtime hands each to its node as the agent input ``nxc.<name>=SRC``.
+    node_inputs: dict[str, dict[str, Path]] = field(default_factory=dict)
 
     def say(self, message: str) -> None:
         self.progress(message)
@@ -140,6 +170,17 @@ class Runtime(Protocol):
     options: ClassVar[tuple[Option, ...]]
 
     def check_host(self, manifest: Manifest, options: FlavourOptions) -> None: ...
+
+    def service_address(self, ctx: RuntimeContext, deployment: Deployment) -> str | None:
+        """Where host services listen on TCP for these nodes (None: unix socket only,
+        the runtime forwards it to its nodes)."""
+        ...
+
+    def node_endpoint(
+        self, ctx: RuntimeContext, deployment: Deployment, node: str, service: HostService
+    ) -> tuple[str, int]:
+        """The (host, port) at which ``node`` reaches ``service``."""
+        ...
 
     def acquire(self, ctx: RuntimeContext, deployment: Deployment) -> Deployment: ...
 
@@ -178,6 +219,20 @@ class RuntimeBase:
 
     def state(self, project: Project) -> RuntimeState:
         return RuntimeState(project.runtime_file, self.name)
+
+    def service_address(self, ctx: RuntimeContext, deployment: Deployment) -> str | None:
+        # Nodes that run on this machine (processes, local containers) reach loopback.
+        return "127.0.0.1"
+
+    def node_endpoint(
+        self, ctx: RuntimeContext, deployment: Deployment, node: str, service: HostService
+    ) -> tuple[str, int]:
+        if service.tcp is None:
+            raise StateError(
+                f"flavour {self.name}: the {service.name} service has no TCP listener "
+                "(service_address returned None but node_endpoint is not overridden)"
+            )
+        return service.tcp
 
     def release(self, project: Project, progress: Progress) -> list[str]:
         return []

@@ -95,7 +95,7 @@ def test_sigkill_during_the_kvm_probe_then_stop(built_selftest: Path, tmp_path: 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
 def test_signal_during_boot_cleans_up(built_selftest: Path, signum: int) -> None:
     process = start_in_background(built_selftest, "-r", "node=2", "--accel", "tcg")
-    wait_for("two VMs launched", lambda: len(ledger_pids(built_selftest)) >= 3)
+    wait_for("two VMs launched", lambda: len(ledger_pids(built_selftest)) >= 4)
     pids = ledger_pids(built_selftest)
     dirs = runtime_dirs(built_selftest)
     process.send_signal(signum)
@@ -116,7 +116,7 @@ def test_sigkill_then_stop_leaves_nothing(built_selftest: Path, moment: str) -> 
         if moment == "switch":
             wait_for("the switch", lambda: recorded(built_selftest, "vde_switch"))
         elif moment == "launched":
-            wait_for("two VMs launched", lambda: len(ledger_pids(built_selftest)) >= 3)
+            wait_for("two VMs launched", lambda: len(ledger_pids(built_selftest)) >= 4)
         else:
             process.wait(timeout=180)
             assert process.returncode == 0, process.stderr.read() if process.stderr else ""
@@ -138,7 +138,7 @@ def test_a_corrupt_ledger_does_not_stop_nxc_stop(built_selftest: Path) -> None:
     project = Project(built_selftest)
     pids = ledger_pids(built_selftest)
     dirs = runtime_dirs(built_selftest)
-    assert len(pids) == 2
+    assert len(pids) == 3  # switch, sync service, QEMU
     project.ledger.path.write_text("garbage\n")
     stopped = run_nxc("stop", cwd=built_selftest)
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr

@@ -21,12 +21,13 @@ def test_stop_leaves_nothing_and_is_idempotent(built_selftest: Path) -> None:
     result = run_nxc("start", "-r", "node=2", cwd=built_selftest)
     assert result.returncode == 0, result.stderr
     pids = ledger_pids(built_selftest)
-    assert len(pids) == 3  # vde_switch + 2 QEMU
+    assert len(pids) == 4  # vde_switch, the sync service, 2 QEMU
     run_dir = runtime_dir(built_selftest)
     assert run_dir.exists()
     first = run_nxc("stop", cwd=built_selftest)
     assert first.returncode == 0, first.stderr
     assert "stopped qemu for node1" in first.stdout
+    assert "stopped sync service (redis-server)" in first.stdout
     assert leftovers(built_selftest, pids, run_dir) == []
     second = run_nxc("stop", cwd=built_selftest)
     assert second.returncode == 0
@@ -54,11 +55,12 @@ def test_ctrl_c_during_start_cleans_up(built_selftest: Path) -> None:
     )
     ledger = Project(built_selftest).ledger.path
     deadline = time.monotonic() + 60
-    # Interrupt once both VMs are launched (they are in the ledger) but not yet ready.
-    while time.monotonic() < deadline and ledger_count(ledger) < 2:
+    # Interrupt once both VMs are launched (they are in the ledger, after the switch
+    # and the sync service) but not yet ready.
+    while time.monotonic() < deadline and ledger_count(ledger) < 4:
         time.sleep(0.05)
     pids = ledger_pids(built_selftest)
-    assert len(pids) >= 2, "start never launched anything"
+    assert len(pids) >= 4, "start never launched the VMs"
     run_dirs = [
         Path(r.ident) for r in Project(built_selftest).ledger.entries()
         if r.description == "runtime directory"

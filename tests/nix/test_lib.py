@@ -327,3 +327,48 @@ def test_flavour_option_defaults_reach_the_manifest() -> None:
         "flavours.vm = 3; }; }).flavourOptions"
     )
     assert "flavours: 'vm' must be an attribute set of options" in err
+
+
+def test_ring_start_order_is_in_its_manifest(tmp_path: Path) -> None:
+    """The ring template's clients start after every server signalled ring-connected:
+    evaluated offline, carried by the manifest, resolved per deployment at start."""
+    document = eval_json(
+        'let c = lib.normaliseComposition { name = "ring"; '
+        f"composition = {TEMPLATES / 'ring' / 'composition.nix'}; }}; in "
+        'lib.assembleManifest { composition = c; flavour = "vm-ramdisk"; system = "x"; '
+        'artifacts = { server = { kernel = "/k"; initrd = "/i"; }; '
+        'client = { kernel = "/k"; initrd = "/i"; }; }; }'
+    )
+    assert document["roles"]["client"]["start_after"] == [
+        {"state": "ring-connected", "count": "server", "timeout": 600}
+    ]
+    assert "start_after" not in document["roles"]["server"]
+    path = tmp_path / "manifest.json"
+    path.write_text(json.dumps(document))
+    manifest = Manifest.load(path)
+    from nxc.sync.deploy import resolve_start_after
+
+    deployment = expand(manifest, {"server": 6, "client": 1}, "ring-abc123", ["ssh-ed25519 A"])
+    assert resolve_start_after(manifest, deployment, "client") == ("ring-connected=6", 600.0)
+
+
+@pytest.mark.parametrize(
+    ("start_after", "message"),
+    [
+        ("{ count = 1; }", "needs `state`"),
+        ('{ state = "a b"; count = 1; }', "state 'a b': letters, digits"),
+        ('{ state = "up"; }', "state 'up' needs `count`"),
+        ('{ state = "up"; count = "sever"; }', "count 'sever' is neither a number"),
+        ('{ state = "up"; count = -1; }', "count must not be negative"),
+        ('{ state = "up"; count = 1; timeout = 0; }', "timeout must be a positive"),
+        ('{ state = "up"; count = 1; after = 2; }', "unknown key 'after'"),
+        ('"up"', "must be { state"),
+    ],
+)
+def test_start_after_errors(start_after: str, message: str) -> None:
+    err = eval_error(
+        '(lib.normaliseComposition { name = "s"; composition = { roles = { server = { }; '
+        f"client = {{ start_after = {start_after}; }}; }}; }}; }}).roles.client.startAfter"
+    )
+    assert message in err, err
+    assert "role 'client': start_after" in err

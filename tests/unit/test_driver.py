@@ -1,15 +1,13 @@
-"""Driver: scripts and their reports, subtests, parallel helpers, events and barriers.
+"""Driver: scripts and their reports, subtests, parallel helpers.
 
-Nodes are local (sh -c on this host, each in its own directory); events live in a
-relative directory so each node keeps its own, as separate machines would.
+Nodes are local (sh -c on this host, each in its own directory). The sync service
+(barriers, topics) is tested in tests/sync.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import shutil
-import subprocess
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -19,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from nxc.driver.driver import NXC_EVENT_SCRIPT, Driver, python_name
+from nxc.driver.driver import Driver, python_name
 from nxc.driver.local import LocalNodeControl
 from nxc.driver.machine import Machine
-from nxc.errors import MachineError, NxcError, WaitTimeout
+from nxc.errors import MachineError, NxcError
 from nxc.log import Logger
 
 MakeDriver = Callable[..., Driver]
@@ -54,7 +52,7 @@ def make(tmp_path: Path, logger: Logger) -> Iterator[MakeDriver]:
                 )
                 controls.append(control)
                 machines.append(Machine(name, role, index, control, logger))
-        return Driver(machines, logger, tmp_path / "out", extra, events_dir="events")
+        return Driver(machines, logger, tmp_path / "out", extra)
 
     yield factory
     for control in controls:
@@ -209,7 +207,7 @@ def test_globals(make: MakeDriver) -> None:
     assert names["web_server1"] is driver.machines[0]
     assert names["machine"] is driver.machines[0]  # the only node, as in NixOS tests
     assert names["netem"] == "model" and names["driver"] is driver
-    for key in ("machines", "start_all", "subtest", "log", "run_parallel", "wait_for_event"):
+    for key in ("machines", "start_all", "subtest", "log", "run_parallel", "barrier"):
         assert key in names
     assert python_name("1st") == "_1st"
 
@@ -277,117 +275,6 @@ def test_run_parallel_logs_nest_under_the_caller(make: MakeDriver, logger: Logge
     depths = {r.message: r.depth for r in logger.records(mark) if r.kind == "begin"}
     assert depths["outer"] == 0
     assert depths["must succeed: true"] == 2
-
-
-# -- events ------------------------------------------------------------------------
-
-
-@pytest.fixture(params=["sh", "busybox"])
-def shell_env(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, dict[str, str] | None]:
-    if request.param == "sh":
-        return "/bin/sh", None
-    busybox = shutil.which("busybox")
-    if busybox is None:
-        pytest.skip("busybox is not installed")
-    bin_dir = tmp_path / "bb"
-    bin_dir.mkdir()
-    applets = subprocess.run([busybox, "--list"], capture_output=True, text=True, check=True)
-    for applet in applets.stdout.split():
-        (bin_dir / applet).symlink_to(busybox)
-    return str(bin_dir / "sh"), {"PATH": str(bin_dir), "TMPDIR": str(tmp_path)}
-
-
-def emit(machine: Machine, name: str, value: str = "") -> None:
-    machine.succeed(f"NXC_EVENTS_DIR=events ./nxc-event emit {name} '{value}'")
-
-
-def test_events_from_the_node_helper(
-    make: MakeDriver, shell_env: tuple[str, dict[str, str] | None]
-) -> None:
-    shell, env = shell_env
-    driver = make({"node": 3}, shell=shell, env=env)
-    driver.install_event_helper("nxc-event")
-    assert driver.machines[0].succeed("head -n 2 nxc-event") == "".join(
-        NXC_EVENT_SCRIPT.splitlines(keepends=True)[:2]
-    )
-    node1, node2, node3 = driver.machines
-    emit(node1, "loaded", "12 rows")
-    emit(node2, "loaded")
-    emit(node2, "loaded")
-    events = driver.wait_for_event("loaded", 3, timeout=5)
-    assert sorted((e.node, e.source) for e in events) == [
-        ("node1", "node1"),
-        ("node2", "node2"),
-        ("node2", "node2"),
-    ]
-    assert [e.value for e in events if e.node == "node1"] == ["12 rows"]
-    assert node2.succeed("NXC_EVENTS_DIR=events ./nxc-event count loaded") == "2\n"
-    node3.fail("NXC_EVENTS_DIR=events ./nxc-event emit ../escape")
-    driver.clear_events("loaded")
-    assert driver.events("loaded") == []
-
-
-def test_wait_for_event_sees_late_events_and_times_out_with_counts(make: MakeDriver) -> None:
-    driver = make({"node": 2})
-    driver.install_event_helper("nxc-event")
-    node1 = driver.machines[0]
-    node1.execute("sleep 0.3; NXC_EVENTS_DIR=events ./nxc-event emit up", check_output=False)
-    assert [e.node for e in driver.wait_for_event("up", 1, timeout=10)] == ["node1"]
-    started = time.monotonic()
-    with pytest.raises(WaitTimeout) as caught:
-        driver.wait_for_event("up", 2, timeout=0.5)
-    assert time.monotonic() - started < 3
-    assert str(caught.value).startswith(
-        "timed out after 0.5s waiting for 2 occurrences of event up"
-    )
-    assert "last seen: node1=1, node2=0" in str(caught.value)
-
-
-def test_barrier_releases_every_node(
-    make: MakeDriver, shell_env: tuple[str, dict[str, str] | None]
-) -> None:
-    shell, env = shell_env
-    driver = make({"node": 3}, shell=shell, env=env)
-    driver.install_event_helper("nxc-event")
-    for machine in driver.machines:
-        machine.execute(
-            "export NXC_EVENTS_DIR=events; ./nxc-event emit sync "
-            "&& ./nxc-event wait sync.release 1 20 && echo released > after-barrier",
-            check_output=False,
-        )
-    driver.barrier("sync", timeout=10)
-    for machine in driver.machines:
-        machine.wait_for_file("after-barrier", timeout=10)
-    assert [e.source for e in driver.events("sync.release")] == ["driver"] * 3
-
-
-def test_node_side_wait_times_out(make: MakeDriver) -> None:
-    driver = make({"node": 1})
-    driver.install_event_helper("nxc-event")
-    status, _ = driver.machines[0].execute("NXC_EVENTS_DIR=events ./nxc-event wait never 1 1")
-    assert status == 124
-
-
-def test_driver_emits_and_bad_names_are_refused(make: MakeDriver) -> None:
-    driver = make({"node": 2})
-    driver.emit_event("go", "now", machines=driver.machines[:1])
-    events = driver.events("go")
-    assert [(e.node, e.source, e.value) for e in events] == [("node1", "driver", "now")]
-    with pytest.raises(NxcError, match="bad event name"):
-        driver.events("../etc")
-
-
-def test_events_in_a_script(make: MakeDriver) -> None:
-    driver = make({"node": 2})
-    script = """\
-driver.install_event_helper("nxc-event")
-for m in machines:
-    m.succeed("NXC_EVENTS_DIR=events ./nxc-event emit ready $NXC_NODE")
-with subtest("everyone ready"):
-    got = sorted(e.value for e in wait_for_event("ready", len(machines), timeout=5))
-    assert got == ["node1", "node2"], got
-"""
-    assert driver.run_script(script, "events.py") is True
 
 
 def test_script_from_another_thread_is_fine(make: MakeDriver) -> None:

@@ -73,7 +73,10 @@ def test_plugin_starts_drives_and_stops(procs_project: tuple[Path, dict[str, str
     assert started.returncode == 0, started.stderr
     assert "2 nodes ready: node1 node2" in started.stdout
     processes = ledger_processes(project)
-    assert len(processes) == 2 and all(process_start_time(p) == s for p, s in processes)
+    # Two nodes and the deployment's sync service (started by nxc start, flavour-blind).
+    described = [r.description for r in Project(project).ledger.entries() if r.kind == "process"]
+    assert described.count("sync service (redis-server)") == 1, described
+    assert len(processes) == 3 and all(process_start_time(p) == s for p, s in processes)
 
     status = run_nxc("status", cwd=project, env=env)
     assert status.returncode == 0, status.stderr

@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import signal
 import subprocess
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +23,11 @@ BACKDOOR_PORT_NAME = "nxc.backdoor"
 # Nothing secret goes on the kernel command line.
 INPUTS_FWCFG = "opt/nxc"
 EXPERIMENT_NETDEV = "exp"
+# Host services (the sync service) as the guest sees them: an address on the
+# user-mode (management) network whose connections QEMU hands to a command that
+# joins the service's unix socket. The experiment NIC never carries them.
+GUEST_SERVICE_ADDRESS = "10.0.2.100"
+GUEST_SERVICE_FIRST_PORT = 6379
 DEFAULT_MEMORY_MB = 256
 DEFAULT_CPUS = 1
 # Executable names of the QEMU system emulators nxc starts (for recovering them).
@@ -72,10 +79,15 @@ def write_inputs(files: VmFiles, deployment: Deployment, name: str) -> None:
     node_inputs.write(node_inputs.NodeInputs(name, own), files.inputs)
 
 
-def inputs_args(files: VmFiles, deployment_file: Path) -> list[str]:
-    """``-fw_cfg`` options handing the node its input files."""
+def inputs_args(
+    files: VmFiles, deployment_file: Path, private: Mapping[str, Path] | None = None
+) -> list[str]:
+    """``-fw_cfg`` options handing the node its input files; ``private``: more input
+    files (name → file, e.g. ``sync``) that, like the host key, exist only on the host
+    and in the guest's fw_cfg."""
     assert files.inputs is not None
     paths = {
+        **(private or {}),
         node_inputs.ENV: files.inputs / node_inputs.ENV,
         node_inputs.HOSTS: files.inputs / node_inputs.HOSTS,
         node_inputs.AUTHORIZED_KEYS: files.inputs / node_inputs.AUTHORIZED_KEYS,
@@ -121,8 +133,22 @@ def qemu_command(
     accel: str,
     memory_mb: int,
     cpus: int,
+    inputs: Mapping[str, Path] | None = None,
+    services: Sequence[tuple[int, Path]] = (),
+    socat: str = "socat",
 ) -> list[str]:
-    """The full QEMU argv for one node (no shell involved)."""
+    """The full QEMU argv for one node (no shell involved).
+
+    ``inputs``: more private input files of the node (name → file, e.g. ``sync``),
+    handed over among its input files, like the host key (never on the command line).
+    ``services``: (guest port, host unix socket) pairs reached from the guest at
+    ``GUEST_SERVICE_ADDRESS``:port.
+    """
+    forwards = "".join(
+        f",guestfwd=tcp:{GUEST_SERVICE_ADDRESS}:{port}-cmd:"
+        + opt(f"{socat} STDIO UNIX-CONNECT:{shlex.quote(str(path))}")
+        for port, path in services
+    )
     return [
         qemu,
         "-name", node.name,
@@ -138,14 +164,15 @@ def qemu_command(
         # A chardev, not "-serial file:PATH": that legacy form cannot carry every path.
         "-chardev", f"file,id=console,path={opt(files.console_log)}",
         "-serial", "chardev:console",
-        *inputs_args(files, deployment_file),
+        *inputs_args(files, deployment_file, inputs),
         "-device", "virtio-serial-pci",
         "-chardev", f"socket,id=backdoor,path={opt(files.backdoor_socket)},server=on,wait=off",
         "-device", f"virtserialport,chardev=backdoor,name={BACKDOOR_PORT_NAME}",
         "-netdev", f"vde,id={EXPERIMENT_NETDEV},sock={opt(switch_dir)}",
         "-device", f"virtio-net-pci,netdev={EXPERIMENT_NETDEV},mac={node.mac}",
-        # restrict=on: the management NIC reaches nothing but the forwarded port.
-        "-netdev", f"user,id=mgmt,restrict=on,hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
+        # restrict=on: the management NIC reaches nothing but the forwarded ports
+        # (explicit forwards are not affected by restrict).
+        "-netdev", f"user,id=mgmt,restrict=on,hostfwd=tcp:127.0.0.1:{ssh_port}-:22{forwards}",
         "-device", "virtio-net-pci,netdev=mgmt",
         "-qmp", f"unix:{opt(files.qmp_socket)},server=on,wait=off",
         "-pidfile", str(files.pid_file),

@@ -27,6 +27,8 @@ from nxc.flavours.vm_ramdisk.qemu import (
     DEFAULT_CPUS,
     DEFAULT_MEMORY_MB,
     EXPERIMENT_NETDEV,
+    GUEST_SERVICE_ADDRESS,
+    GUEST_SERVICE_FIRST_PORT,
     QEMU_EXECUTABLES,
     VmFiles,
     choose_accel,
@@ -37,7 +39,13 @@ from nxc.flavours.vm_ramdisk.qmp import qmp_command
 from nxc.ledger import Ledger, Resource, process_start_time
 from nxc.parallel import each
 from nxc.project import OWNED_MARK, Project, runtime_base_dir
-from nxc.runtime.contract import Progress, RuntimeBase, RuntimeContext, RuntimeState
+from nxc.runtime.contract import (
+    HostService,
+    Progress,
+    RuntimeBase,
+    RuntimeContext,
+    RuntimeState,
+)
 from nxc.runtime.node import Capability
 from nxc.runtime.options import FlavourOptions, Option
 from nxc.runtime.transport import Transport
@@ -390,7 +398,17 @@ class VmRamdiskRuntime(RuntimeBase):
     def check_host(self, manifest: Manifest, options: FlavourOptions) -> None:
         require_tool("qemu-system-x86_64")
         require_tool("vde_switch")
+        require_tool("socat")  # joins guests to the sync service's socket
         manifest.require_boot_artifacts()
+
+    def service_address(self, ctx: RuntimeContext, deployment: Deployment) -> str | None:
+        # No TCP listener on the host: QEMU forwards a guest address to the socket.
+        return None
+
+    def node_endpoint(
+        self, ctx: RuntimeContext, deployment: Deployment, node: str, service: HostService
+    ) -> tuple[str, int]:
+        return GUEST_SERVICE_ADDRESS, _guest_ports(ctx)[service.name]
 
     def acquire(self, ctx: RuntimeContext, deployment: Deployment) -> Deployment:
         qemu = require_tool("qemu-system-x86_64")
@@ -428,6 +446,9 @@ class VmRamdiskRuntime(RuntimeBase):
 
     def launch(self, ctx: RuntimeContext, deployment: Deployment) -> None:
         qemu = require_tool("qemu-system-x86_64")
+        socat = require_tool("socat") if ctx.services else "socat"
+        ports = _guest_ports(ctx)
+        services = [(ports[name], svc.unix_socket) for name, svc in sorted(ctx.services.items())]
         state = ctx.state.load()
         deployment_file = ctx.runtime_dir / "deployment.json"
         deployment_file.write_text(deployment.to_json())
@@ -448,6 +469,7 @@ class VmRamdiskRuntime(RuntimeBase):
                 qemu, node, role.kernel, role.initrd, role.kernel_params, files,
                 deployment_file, Path(state["switch"]["dir"]), node.ssh_port,
                 state["accel"], memory, cpus,
+                ctx.node_inputs.get(node.name, {}), services, socat,
             )  # fmt: skip
             state["nodes"][node.name] = {
                 "argv": argv,
@@ -534,6 +556,12 @@ class VmRamdiskRuntime(RuntimeBase):
         with contextlib.suppress(StateError, KeyError, TypeError):
             return {"accelerator": str(self.state(project).load()["accel"])}
         return {}
+
+
+def _guest_ports(ctx: RuntimeContext) -> dict[str, int]:
+    return {
+        name: GUEST_SERVICE_FIRST_PORT + number for number, name in enumerate(sorted(ctx.services))
+    }
 
 
 def _marked_runtime_dirs(project: Project) -> list[Path]:
