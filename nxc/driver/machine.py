@@ -41,6 +41,7 @@ from nxc.runtime.transport import (
     CommandResult,
     FileTransferError,
     NodeUnreachable,
+    OutputTruncated,
     Transport,
     TransportError,
 )
@@ -271,6 +272,9 @@ class Machine:
             return transport.run(text, timeout)
         except TimeoutError:
             return CommandResult(TIMEOUT_STATUS, b"", f"timed out after {timeout}s".encode())
+        except OutputTruncated as err:
+            # The channel is fine: only this command's output could not be kept.
+            raise MachineError(str(err)) from err
         except TransportError as err:
             raise self._lost(transport, text if command is None else command, err) from err
 

@@ -40,6 +40,11 @@ class FileTransferError(TransportError):
     """
 
 
+class OutputTruncated(TransportError):
+    """The command ran, but the node could not keep all of its output (the place it
+    buffers output was full): the message says where, and how to get large output."""
+
+
 class Transport(Protocol):
     def run(self, command: str, timeout: float | None = None) -> CommandResult:
         """Run ``command`` with ``sh -c`` on the node, stdin from /dev/null.

@@ -12,6 +12,7 @@ import os
 import pty
 import re
 import select
+import shlex
 import signal
 import socket
 import subprocess
@@ -30,6 +31,7 @@ from nxc.runtime.transport import (
     CommandResult,
     FileTransferError,
     NodeUnreachable,
+    OutputTruncated,
     TransportError,
 )
 
@@ -124,7 +126,7 @@ class Chardev:
 
 
 class Backdoor:
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, state_tmpfs: str | None = None) -> None:
         self.dir = tmp_path
         self.socket = tmp_path / "bd.sock"
         self.pty = tmp_path / "bd.pty"
@@ -132,15 +134,28 @@ class Backdoor:
         self.log = (tmp_path / "agent.log").open("wb")
         self.chardev = Chardev(self.socket, self.pty)
         busybox = _tool("busybox", "busybox-static")
+        argv = [busybox, "sh", str(AGENT), "backdoor", "--state", str(self.state), str(self.pty)]
+        if state_tmpfs is not None:
+            # The state directory on a tmpfs of that size, in a mount namespace of the
+            # agent's own (as /run on a node): gone with the agent.
+            self.state.mkdir()
+            mount = f"mount -t tmpfs -o size={state_tmpfs} nxc-test {shlex.quote(str(self.state))}"
+            argv = ["unshare", "-m", "--propagation", "private", "sh", "-c",
+                    f'{mount} && exec "$@"', "sh", *argv]  # fmt: skip
         self.agent = subprocess.Popen(
-            [busybox, "sh", str(AGENT), "backdoor", "--state", str(self.state), str(self.pty)],
+            argv,
             stdin=subprocess.DEVNULL,
             stdout=self.log,
             stderr=self.log,
             start_new_session=True,
             env={**ENV, "NXC_AGENT_SHELL": f"{busybox} sh", "HOME": str(tmp_path)},
         )
-        wait_for(lambda: (self.state / "backdoor.open").exists(), "the agent to open the pty")
+        log = tmp_path / "agent.log"
+        # (a state tmpfs is only visible in the agent's mount namespace: its log says it)
+        wait_for(
+            lambda: (self.state / "backdoor.open").exists() or b"serving on" in log.read_bytes(),
+            "the agent to open the pty",
+        )
         self.transport = BackdoorTransport(self.socket, "pty-node", connect_timeout=5)
         self.pids: list[int] = []  # processes the commands started, killed at the end
 
@@ -223,6 +238,22 @@ def test_raw_and_payload_forms_run_the_same_text(backdoor: Backdoor, command: st
     result = backdoor.transport.run(f"HOME=/; {command}" if "$HOME" in command else command, 10)
     assert result.status == 0, result
     assert result.stdout == expected.stdout
+
+
+def test_output_bigger_than_the_state_tmpfs_is_reported_not_cut_silently(
+    tmp_path: Path,
+) -> None:
+    opened = Backdoor(tmp_path, state_tmpfs="256k")
+    try:
+        with pytest.raises(
+            OutputTruncated,
+            match=r"pty-node: .* was full when `head -c 1000000 /dev/zero` ended: .*cut short",
+        ):
+            opened.transport.run("head -c 1000000 /dev/zero", timeout=30)
+        # the channel is fine, and so is a command whose output fits
+        assert opened.transport.run("echo fits", timeout=10) == CommandResult(0, b"fits\n", b"")
+    finally:
+        opened.close()
 
 
 def test_large_output_and_command(backdoor: Backdoor) -> None:

@@ -39,6 +39,7 @@ from nxc.runtime.transport import (
     CommandResult,
     FileTransferError,
     NodeUnreachable,
+    OutputTruncated,
     TransportError,
 )
 
@@ -258,12 +259,21 @@ class _Connection:
 
     def _dispatch(self, line: bytes) -> None:
         fields = line.split(b" ")
-        if len(fields) != 4 or not fields[0].isdigit():
+        full = len(fields) == 5 and fields[4] == b"full"
+        if not (len(fields) == 4 or full) or not fields[0].isdigit():
             return  # not an answer (noise on the port): ignore it
         with self._lock:
             pending = self._pending.pop(int(fields[0]), None)
         if pending is None:
             return  # an answer to a request nobody awaits any more
+        if full:
+            pending.error = OutputTruncated(
+                f"{self.name}: the node's state directory (/run/nxc, a tmpfs) was full when "
+                f"`{_short(pending.command)}` ended: its output may have been cut short "
+                "(write large output to a file elsewhere and copy it with copy_from_vm)"
+            )
+            pending.done.set()
+            return
         try:
             pending.result = CommandResult(
                 status=int(fields[1]),
