@@ -229,7 +229,16 @@ class _FlavourOptionsCommand(click.Command):
                         f"flavour {name} declares {spec.flag}, which nxc {self.name} "
                         "already has: rename that option"
                     )
-                if spec.name not in made:
+                if spec.name not in made and spec.type == "bool" and not spec.per_role:
+                    # A yes/no option is a flag: --keep-job (the composition may say false).
+                    made[spec.name] = click.Option(
+                        [spec.flag, _param_name(spec.name)],
+                        is_flag=True,
+                        flag_value=True,
+                        default=None,
+                        help=spec.help,
+                    )
+                elif spec.name not in made:
                     made[spec.name] = click.Option(
                         [spec.flag, _param_name(spec.name)],
                         multiple=spec.per_role or spec.multiple,
@@ -330,6 +339,11 @@ def _param_name(option: str) -> str:
     "--no-netem", is_flag=True, help="Do not apply the composition's own topology at start."
 )
 @monitor_options
+@click.option(
+    "--retry-failed",
+    is_flag=True,
+    help="Redeploy only the nodes the last start reported failed (the others stay up).",
+)
 @click.pass_context
 def start(
     ctx: click.Context,
@@ -345,6 +359,7 @@ def start(
     no_netem: bool,
     no_monitor: bool,
     monitor_interval: float,
+    retry_failed: bool,
     **_flavour_options: Any,
 ) -> None:
     """Start the built composition and wait until every node is ready.
@@ -355,22 +370,40 @@ def start(
       nxc start -r server=1 -r client=4 -t
       nxc start --memory 512 --cpus server=2 -I
       nxc start -t --monitor-interval 0.5   # scrape metrics twice a second
+      nxc start -f g5k-ramdisk --site rennes --cluster paravance --walltime 2:00
+      nxc start --retry-failed         # after a partial failure: redeploy the failed nodes
     """
     from nxc import session
     from nxc.expand import parse_role_overrides
 
     monitor = monitor_settings(no_monitor, monitor_interval)
     project = _project(project_dir)
-    manifest = session.manifest_for(project, flavour, manifest_path)
-    request = session.StartRequest(
-        overrides=parse_role_overrides(roles),
-        options=_flavour_values(ctx, manifest.flavour),
-        ready_timeout=timeout,
-        topology=netem_file,
-        composition_topology=not no_netem,
-    )
-    with project.lock(), _status(f"starting {manifest.composition} ({manifest.flavour})") as up:
-        current = session.start(project, manifest, request, progress=up)
+    if retry_failed:
+        if roles or manifest_path is not None or flavour is not None:
+            raise NxcError("--retry-failed redeploys the running deployment: no -r, -m or -f")
+        from nxc.running import running
+
+        deployment = running(project).deployment
+        request = session.StartRequest(
+            options=_flavour_values(ctx, deployment.flavour),
+            ready_timeout=timeout,
+            topology=netem_file,
+            composition_topology=not no_netem,
+        )
+        with project.lock(), _status(f"redeploying failed nodes of {deployment.id}") as up:
+            current = session.retry_failed(project, request, progress=up)
+        manifest = current.manifest
+    else:
+        manifest = session.manifest_for(project, flavour, manifest_path)
+        request = session.StartRequest(
+            overrides=parse_role_overrides(roles),
+            options=_flavour_values(ctx, manifest.flavour),
+            ready_timeout=timeout,
+            topology=netem_file,
+            composition_topology=not no_netem,
+        )
+        with project.lock(), _status(f"starting {manifest.composition} ({manifest.flavour})") as up:
+            current = session.start(project, manifest, request, progress=up)
     nodes = current.deployment.nodes
     click.echo(f"{len(nodes)} nodes ready: {' '.join(n.name for n in nodes)}")
     if netem_file is not None or (manifest.topology and not no_netem):
@@ -538,18 +571,25 @@ def status(project_dir: str | None) -> None:
 
 @cli.command()
 @project_option
-def stop(project_dir: str | None) -> None:
+@click.option(
+    "--keep-job",
+    is_flag=True,
+    help="Keep the Grid'5000 OAR job(s) reserved (the next start reuses them by name).",
+)
+def stop(project_dir: str | None, keep_job: bool) -> None:
     """Stop every node and remove every resource the run created (idempotent).
 
     \b
-    Example:
+    Examples:
       nxc stop
+      nxc stop --keep-job        # Grid'5000: keep the reservation for the next start
     """
     from nxc import session
 
     project = _project(project_dir)
+    keep = frozenset({"g5k-job", "g5k-job-name"}) if keep_job else frozenset()
     with project.lock(wait=30):
-        report = session.stop(project)
+        report = session.stop(project, keep=keep)
     lines = report.lines()
     if not lines:
         click.echo("nothing to stop")
@@ -560,6 +600,23 @@ def stop(project_dir: str | None) -> None:
             f"{len(report.failed)} resource(s) could not be released (listed above); "
             "'nxc stop' again retries them"
         )
+
+
+@cli.command()
+@project_option
+@click.argument("amount", metavar="+H[:MM[:SS]]")
+def extend(project_dir: str | None, amount: str) -> None:
+    """Ask for more time for the running deployment's reservation (Grid'5000 walltime).
+
+    \b
+    Example:
+      nxc extend +1:00           # one more hour for every OAR job of the deployment
+    """
+    from nxc.running import running
+
+    current = running(_project(project_dir))
+    for line in current.runtime.extend(current.project, current.deployment, amount):
+        click.echo(line)
 
 
 @cli.command()

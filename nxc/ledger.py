@@ -136,10 +136,13 @@ class Kind(Protocol):
 
 @dataclass(frozen=True)
 class ReleaseContext:
-    """What release handlers may rely on: which paths nxc owns, and a grace time."""
+    """What release handlers may rely on: which paths nxc owns, a grace time, and the
+    kinds the user asked to keep (``nxc stop --keep-job``): those are forgotten, not
+    released."""
 
     owns: Callable[[Path], bool]
     grace: float = 5.0
+    keep: frozenset[str] = frozenset()
 
 
 class PathKind:
@@ -351,6 +354,9 @@ class Ledger:
                     kept += failed
                 continue
             i += 1
+            if resource.kind in ctx.keep:
+                report.done.append(f"kept {resource.label()} (as asked)")
+                continue
             kind = kinds.get(resource.kind)
             if kind is None:
                 why = f"no handler for resource kind '{resource.kind}'"

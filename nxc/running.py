@@ -70,12 +70,20 @@ class RunningDeployment:
             )
         return problems
 
+    @property
+    def ssh_config(self) -> Path:
+        """An ssh config the runtime wrote for this deployment (e.g. one that includes
+        the user's, for ProxyJump to Grid'5000 nodes); absent for local flavours."""
+        return self.project.current_dir / "ssh_config"
+
     def ssh_argv(self, node_name: str) -> list[str]:
         node = self.deployment.node(node_name)
         if node.ssh_host is None:
             raise NxcError(f"{node_name}: the deployment has no ssh endpoint for it")
+        config = ["-F", str(self.ssh_config)] if self.ssh_config.is_file() else []
         return [
             "ssh",
+            *config,
             "-i", str(self.client_key),
             "-o", f"UserKnownHostsFile={self.known_hosts}",
             "-o", "StrictHostKeyChecking=yes",

@@ -41,7 +41,7 @@ from nxc.records.host import host_facts
 from nxc.running import CURRENT_VERSION, RunningDeployment, running
 from nxc.runs import PhaseClock, RunRecord, now
 from nxc.runtime import registry
-from nxc.runtime.contract import Progress, Runtime, RuntimeContext, RuntimeState
+from nxc.runtime.contract import PartialStart, Progress, Runtime, RuntimeContext, RuntimeState
 from nxc.runtime.options import FlavourOptions, resolve_options
 from nxc.signals import shielded
 from nxc.tools import require_tool
@@ -53,6 +53,7 @@ __all__ = [
     "clean",
     "manifest_for",
     "prepare",
+    "retry_failed",
     "running",
     "start",
     "status",
@@ -174,6 +175,11 @@ def start(
     clock.add("check", checked_at, check_seconds)
     try:
         current = _start(project, manifest, request, prepared, deployment_id, run, clock, say)
+    except PartialStart as exc:
+        # Some nodes are up: keep them (and the reservation) for --retry-failed.
+        with contextlib.suppress(Exception):
+            run.mark("partial", error=str(exc).splitlines()[0], failed=exc.failed)
+        raise
     except BaseException as exc:
         with shielded():
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -274,10 +280,27 @@ def _start(
         run.write("deployment.json", deployment.to_json())
 
     # A runtime that calls ctx.begin_phase("ready") splits this into launch + ready.
-    with clock.phase("launch"):
-        runtime.launch(ctx, deployment)
+    try:
+        with clock.phase("launch"):
+            runtime.launch(ctx, deployment)
+    finally:
+        with contextlib.suppress(NxcError):
+            run.update(facts=_jsonable(ctx.facts))
     current = RunningDeployment(project, deployment, manifest, run)
-    topology = prepared.topology
+    _after_launch(current, request, prepared.topology, ctx, clock, say)
+    return current
+
+
+def _after_launch(
+    current: RunningDeployment,
+    request: StartRequest,
+    topology: Any,
+    ctx: RuntimeContext,
+    clock: PhaseClock,
+    say: Progress,
+) -> None:
+    """Apply the topology asked for (or the composition's) and mark the run running."""
+    manifest, run, deployment = current.manifest, current.run, current.deployment
     if topology is None and request.composition_topology and manifest.topology:
         from nxc.netem import Topology
 
@@ -301,6 +324,56 @@ def _start(
         host=host,
         **extra,
     )
+
+
+def retry_failed(
+    project: Project, request: StartRequest | None = None, progress: Progress | None = None
+) -> RunningDeployment:
+    """Redeploy only the nodes the last ``start`` reported failed; the others stay as
+    they are. On failure the deployment is kept (``nxc stop`` undoes it)."""
+    request = request or StartRequest()
+    say = progress or (lambda _msg: None)
+    current = running(project)
+    runtime = current.runtime
+    state = RuntimeState(project.runtime_file, runtime.name)
+    runtime_dir = state.load().get("runtime_dir") if state.exists() else None
+    composition = current.manifest.flavour_options.get(runtime.name, {})
+    options = resolve_options(
+        runtime.name, runtime.options, request.options, composition, current.manifest.roles
+    )
+    topology = None
+    if request.topology is not None:
+        from nxc.netem import Topology
+
+        topology = Topology.load(request.topology)
+    host_keys = {n.name: project.keys_dir / "hosts" / n.name for n in current.deployment.nodes}
+    clock = PhaseClock(current.run)
+    ctx = RuntimeContext(
+        project=project,
+        manifest=current.manifest,
+        options=options,
+        ledger=project.ledger,
+        runtime_dir=Path(runtime_dir) if runtime_dir else current.run_dir,
+        run_dir=current.run_dir,
+        host_keys=host_keys,
+        client_key=current.client_key,
+        state=state,
+        ready_timeout=request.ready_timeout,
+        progress=say,
+        begin_phase=clock.begin,
+    )
+    try:
+        with clock.phase("relaunch"):
+            runtime.relaunch(ctx, current.deployment)
+    except PartialStart as exc:
+        with contextlib.suppress(Exception):
+            current.run.mark("partial", error=str(exc).splitlines()[0], failed=exc.failed)
+        raise
+    finally:
+        with contextlib.suppress(NxcError):
+            current.run.update(facts=_jsonable(ctx.facts))
+    current = running(project)  # the runtime may have rewritten the deployment
+    _after_launch(current, request, topology, ctx, clock, say)
     return current
 
 
@@ -315,7 +388,11 @@ def _flavours_in_play(project: Project, entries: list[Resource]) -> set[str]:
 
 
 def stop(
-    project: Project, progress: Progress | None = None, *, mark_run: bool = True
+    project: Project,
+    progress: Progress | None = None,
+    *,
+    mark_run: bool = True,
+    keep: frozenset[str] = frozenset(),
 ) -> ReleaseReport:
     """Release everything the deployment created; a second call finds nothing to do.
 
@@ -323,7 +400,8 @@ def stop(
     recorded resource with the kinds the flavours provide. If the ledger is damaged
     or missing while a deployment's state remains, the flavours' ``recover`` finds
     what they can from their own state. A resource that cannot be released is
-    reported and kept in the ledger for the next ``nxc stop``.
+    reported and kept in the ledger for the next ``nxc stop``. Resources of the kinds
+    in ``keep`` (``nxc stop --keep-job``: OAR jobs) are left alone and forgotten.
     """
     say = progress or (lambda _msg: None)
     ledger = project.ledger
@@ -357,7 +435,10 @@ def stop(
         if mark_run:
             with contextlib.suppress(StateError, KeyError, TypeError):
                 run_dir = Path(read_json(project.run_file)["run_dir"])
-        report = ledger.release(kinds, project.release_context(), extra, say)
+        context = project.release_context()
+        if keep:
+            context = replace(context, keep=keep)
+        report = ledger.release(kinds, context, extra, say)
         report.done[:0] = pre
         if report.ok and project.current_dir.exists():
             shutil.rmtree(project.current_dir, ignore_errors=True)
@@ -412,9 +493,15 @@ def status(current: RunningDeployment) -> list[dict[str, Any]]:
                 "name": node.name,
                 "role": node.role,
                 "ipv4": node.ipv4,
-                "ssh": f"{node.ssh_host}:{node.ssh_port}" if node.ssh_host else "-",
+                "ssh": _ssh_column(node.ssh_host, node.ssh_port),
                 "state": "running" if up else "stopped",
                 "boot_id": (control.boot_id() if control and up else None) or "-",
             }
         )
     return rows
+
+
+def _ssh_column(host: str | None, port: int | None) -> str:
+    if not host:
+        return "-"
+    return f"{host}:{port}" if port else host

@@ -73,18 +73,23 @@ class Reserver:
 
     # -- looking jobs up -----------------------------------------------------------
 
-    def find(self, site: str, name: str) -> JobRef | None:
-        """This user's waiting/launching/running job called ``name`` on ``site``."""
+    def find_all(self, site: str, name: str) -> list[JobRef]:
+        """This user's waiting/launching/running jobs called ``name`` on ``site``."""
         jobs = call(
             f"site {site}: listing jobs named {name}",
             lambda: self._site(site).jobs.list(name=name, state=REUSABLE_STATES, user=self.user),
         )
-        if len(jobs) > 1:
-            ids = ", ".join(f"{site}:{j.uid}" for j in jobs)
+        return [JobRef(site, int(job.uid)) for job in jobs]
+
+    def find(self, site: str, name: str) -> JobRef | None:
+        """This user's waiting/launching/running job called ``name`` on ``site``."""
+        refs = self.find_all(site, name)
+        if len(refs) > 1:
+            ids = ", ".join(str(ref) for ref in refs)
             raise DuplicateJobError(
                 f"site {site}: several jobs named {name} are alive ({ids}); release all but one"
             )
-        return JobRef(site, int(jobs[0].uid)) if jobs else None
+        return refs[0] if refs else None
 
     def state(self, ref: JobRef) -> JobState:
         job = call(f"job {ref}", lambda: self._site(ref.site).jobs[ref.uid])
@@ -150,8 +155,14 @@ class Reserver:
         poll: float = 5.0,
         progress: Progress | None = None,
     ) -> list[JobState]:
-        """Wait until every job runs; on timeout the jobs stay reserved (see the error)."""
+        """Wait until every job runs; on timeout the jobs stay reserved (see the error).
+
+        The API is asked again after half a second, then less and less often, up to
+        every ``poll`` seconds: a job that starts at once is seen at once, a long wait
+        costs few requests.
+        """
         deadline = self.monotonic() + timeout
+        pause = min(0.5, poll)
         while True:
             states = [self.state(ref) for ref in refs]
             if progress is not None:
@@ -169,7 +180,8 @@ class Reserver:
                     + ", ".join(st.summary(self.now()) for st in states if st.state != RUNNING),
                     refs,
                 )
-            self.sleep(min(poll, left))
+            self.sleep(min(pause, left))
+            pause = min(pause * 2, poll)
 
     def nodes(self, ref: JobRef) -> tuple[str, ...]:
         st = self.state(ref)

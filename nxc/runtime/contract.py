@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from nxc.contracts import Deployment, Manifest
-from nxc.errors import StateError
+from nxc.errors import NxcError, StartError, StateError
 from nxc.fsutil import read_state, write_state
 from nxc.ledger import Kind, Ledger, Resource
 from nxc.project import Project
@@ -53,6 +53,7 @@ from nxc.runtime.options import FlavourOptions, Option
 
 __all__ = [
     "HostService",
+    "PartialStart",
     "Progress",
     "Runtime",
     "RuntimeBase",
@@ -62,6 +63,19 @@ __all__ = [
 
 Progress = Callable[[str], None]
 RUNTIME_STATE_VERSION = 1
+
+
+class PartialStart(StartError):
+    """Some nodes are up and others failed (``failed``: node -> why).
+
+    Raised by ``launch`` or ``relaunch``: ``nxc start`` keeps the deployment (the
+    nodes that worked stay up) instead of undoing it, and ``nxc start --retry-failed``
+    asks the runtime to redeploy only the failed nodes.
+    """
+
+    def __init__(self, message: str, failed: Mapping[str, str]) -> None:
+        super().__init__(message)
+        self.failed = dict(failed)
 
 
 class RuntimeState:
@@ -209,6 +223,14 @@ class Runtime(Protocol):
         endpoint (``nxc connect``), or None when the flavour has none."""
         ...
 
+    def relaunch(self, ctx: RuntimeContext, deployment: Deployment) -> None:
+        """Redeploy the nodes an earlier ``launch`` reported failed (``PartialStart``)."""
+        ...
+
+    def extend(self, project: Project, deployment: Deployment, amount: str) -> list[str]:
+        """Ask the platform for more time (``+1:00``); one line per reservation changed."""
+        ...
+
 
 class RuntimeBase:
     """Defaults for the optional parts of :class:`Runtime`."""
@@ -251,3 +273,10 @@ class RuntimeBase:
 
     def shell_argv(self, project: Project, deployment: Deployment, node: str) -> list[str] | None:
         return None
+    def relaunch(self, ctx: RuntimeContext, deployment: Deployment) -> None:
+        raise NxcError(
+            f"flavour {self.name} cannot redeploy single nodes: 'nxc stop', then 'nxc start'"
+        )
+
+    def extend(self, project: Project, deployment: Deployment, amount: str) -> list[str]:
+        raise NxcError(f"flavour {self.name} has no reservation whose time could be extended")

@@ -1,0 +1,1 @@
+"""g5k-image: role images deployed by Kadeploy through the Grid'5000 API."""
