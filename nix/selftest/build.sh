@@ -120,6 +120,44 @@ for f in /lib/*/libgcc_s.so.1 /usr/lib/*/libgcc_s.so.1; do
 	[ -e "$f" ] && { install_file "$f" "$f"; break; }
 done
 
+# --- a Grid'5000-like standard environment (g5kStdenv): sudo + sudo-g5k ------------------
+if [ "${g5kStdenv:-}" = 1 ]; then
+	install_file "$(host_tool sudo sudo)" /usr/bin/sudo
+	for f in /usr/libexec/sudo/sudoers.so /usr/libexec/sudo/libsudo_util.so.0 /usr/libexec/sudo/sesh; do
+		[ -e "$f" ] || fail "$f is missing (apt-get install sudo)"
+		install_file "$f" "$f"
+	done
+	pam=
+	for f in /usr/lib/*/security/pam_permit.so /lib/*/security/pam_permit.so; do
+		[ -e "$f" ] && { pam=$f; break; }
+	done
+	[ -n "$pam" ] || fail "pam_permit.so is missing (apt-get install libpam-modules)"
+	install_file "$pam" "$pam"
+	# setuid root: a Nix build may not set the bit on a file; the archive gets it (below)
+	setuid_files=usr/bin/sudo
+	mkdir -p "$R/etc/pam.d" "$R/etc/sudoers.d" "$R/var/lib/sudo" "$R/etc/g5k"
+	for s in auth account session password; do
+		echo "$s required $pam"
+	done >"$R/etc/pam.d/sudo"
+	printf 'Plugin sudoers_policy sudoers.so\nPlugin sudoers_io sudoers.so\n' >"$R/etc/sudo.conf"
+	cat >"$R/etc/sudoers" <<'EOF'
+# Grid'5000's sudo-g5k gives the job's owner root on the job's nodes (non-deploy jobs).
+Defaults env_reset, secure_path="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+root ALL=(ALL:ALL) ALL
+%sudo ALL=(ALL:ALL) NOPASSWD: ALL
+EOF
+	chmod 440 "$R/etc/sudoers"
+	cat >"$R/usr/bin/sudo-g5k" <<'EOF'
+#!/bin/sh
+# Root for the job's owner, as Grid'5000's sudo-g5k gives it (a root shell without arguments).
+[ "$#" -gt 0 ] || set -- -i
+exec /usr/bin/sudo -n "$@"
+EOF
+	chmod 755 "$R/usr/bin/sudo-g5k"
+	cp "$g5kStdenvInit" "$R/etc/g5k/stdenv-init"
+	chmod 755 "$R/etc/g5k/stdenv-init"
+fi
+
 # the role's extra packages
 if [ -n "${packages:-}" ]; then
 	printf '%s\n' "$packages" >"$work/packages"
@@ -229,6 +267,7 @@ if [ "$format" = initrd ]; then
 		done
 		grep -qxF "$path" "$order" || echo "$path" >>"$order"
 	}
+	[ "${g5kStdenv:-}" != 1 ] || preload="$preload 9pnet_virtio 9p"
 	for m in $preload; do add_module "$m" 1; done
 	cp "$order" "$work/preload.order"
 	for m in $ondemand; do add_module "$m" 0; done
@@ -373,7 +412,14 @@ cat >"$R/etc/inittab" <<'EOF'
 ::shutdown:/etc/nxc/rc.shutdown
 EOF
 
-if [ "$format" = initrd ]; then
+if [ "${g5kStdenv:-}" = 1 ]; then
+	cat >"$R/etc/nxc/rc.sysinit" <<'EOF'
+#!/bin/sh
+# The rehearsal node's standard environment: user, keys, addresses, sshd.
+/usr/bin/busybox sh /etc/g5k/stdenv-init 2>>/run/g5k-stdenv.log
+exit 0
+EOF
+elif [ "$format" = initrd ]; then
 	cat >"$R/etc/nxc/rc.sysinit" <<'EOF'
 #!/bin/sh
 # The agent sets the node up from the deployment and prints the ready line. It runs
@@ -471,12 +517,28 @@ newc() { # NAME MODE(octal) RDEV_MAJOR RDEV_MINOR INO
 	pad=$(((4 - (110 + namesize) % 4) % 4 + 1))
 	head -c "$pad" /dev/zero
 }
+newc_file() { # NAME MODE(octal, with the file type) INO FILE: a member with data
+	size=$(wc -c <"$4")
+	namesize=$((${#1} + 1))
+	printf '070701%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X' \
+		"$3" "$2" 0 0 1 1 "$size" 0 0 0 0 "$namesize" 0
+	printf '%s' "$1"
+	pad=$(((4 - (110 + namesize) % 4) % 4 + 1))
+	head -c "$pad" /dev/zero
+	cat "$4"
+	head -c $(((4 - size % 4) % 4)) /dev/zero
+}
 find "$R" -exec touch -h -d @1 {} +
-(cd "$R" && find . | sort | cpio --quiet -o -H newc -R 0:0 --reproducible) >"$work/initrd.cpio"
+(cd "$R" && find . | sort | grep -vxF -e "./${setuid_files:-/}" | cpio --quiet -o -H newc -R 0:0 --reproducible) >"$work/initrd.cpio"
 {
 	newc dev 040755 0 0 1
 	newc dev/console 020600 5 1 2
 	newc dev/null 020666 1 3 3
+	ino=4
+	for f in ${setuid_files:-}; do
+		newc_file "$f" 0104755 "$ino" "$R/$f"
+		ino=$((ino + 1))
+	done
 	newc TRAILER!!! 0 0 0 0
 } >>"$work/initrd.cpio"
 gzip -9 -n -c "$work/initrd.cpio" >"$out/initrd"

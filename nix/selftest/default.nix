@@ -12,9 +12,17 @@
 #       packages = [ "/usr/bin/socat" ];           # extra host files (with their libraries)
 #       kernel_version = "6.1.0-56-amd64";         # optional; default: newest in /boot
 #       aslr = false;                              # true: keep address space randomisation
+#       g5k_stdenv = false;                        # true: a Grid'5000-like standard
+#                                                  # environment instead of an nxc role
 #     };
 #     format = "initrd";                        # or "rootfs" (docker flavour)
 #   }
+#
+# With `g5k_stdenv = true` the image is what the rehearsal testbed's nodes boot before
+# nxc deploys them (nxc/testbeds/rehearsal): the same kernel, busybox, sshd and
+# kexec-tools, plus sudo with a `sudo-g5k` wrapper, 9p for a shared home, and
+# g5k-stdenv.sh as its init (user account, keys, site address from QEMU fw_cfg)
+# instead of the nxc agent.
 #
 # With format "initrd", $out holds `kernel` (copy of /boot/vmlinuz-*), `initrd` (gzip'd
 # newc cpio), `kernel-params` (what the runtime puts before console=… and the nxc.*
@@ -54,6 +62,8 @@ builtins.derivation {
   packages = builtins.concatStringsSep "\n" packages;
   kernelVersion = role.kernel_version or "";
   aslr = if role.aslr or false then "1" else "";
+  g5kStdenv = if role.g5k_stdenv or false then "1" else "";
+  g5kStdenvInit = ./g5k-stdenv.sh;
   PATH = "/usr/sbin:/usr/bin:/sbin:/bin";
   # Host tools only: nothing to substitute, nothing worth sending to a remote builder.
   preferLocalBuild = true;

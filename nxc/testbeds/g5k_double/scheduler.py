@@ -46,10 +46,25 @@ def oar_path(site: str, uid: int | None = None) -> str:
 
 
 class JobTable:
-    def __init__(self, inventory: Inventory, timings: Timings, alive: Callable[[Node], bool]):
+    """OAR's jobs. ``alive(node)``: the node exists for OAR (a submission may count on
+    it); ``available(node)``: it can be given to a job now (not rebooting after the
+    previous job, like OAR's Absent nodes). ``on_freed(job)`` runs when a job's
+    nodes are freed (the rehearsal testbed reboots them into their standard
+    environment, as Grid'5000 does)."""
+
+    def __init__(
+        self,
+        inventory: Inventory,
+        timings: Timings,
+        alive: Callable[[Node], bool],
+        available: Callable[[Node], bool] | None = None,
+        on_freed: Callable[[Job], None] | None = None,
+    ):
         self.inventory = inventory
         self.timings = timings
         self.alive = alive
+        self.available = available or (lambda _node: True)
+        self.on_freed = on_freed
         self.jobs: dict[tuple[str, int], Job] = {}
         self._next_uid = FIRST_JOB_ID
         self._next_event = 1
@@ -113,18 +128,25 @@ class JobTable:
                 subnets.extend(job.allocation.subnets)
         return Allocation(tuple(nodes), tuple(vlans), tuple(subnets))
 
-    def _pool(self, site: Site, job: Job, held: Allocation) -> Pool:
+    def _pool(self, site: Site, job: Job, held: Allocation, include_absent: bool = False) -> Pool:
         busy = set(held.nodes)
         return Pool(
-            nodes=[n for n in self.eligible_nodes(site, job.queue, job.types) if n not in busy],
+            nodes=[
+                n
+                for n in self.eligible_nodes(site, job.queue, job.types)
+                if n not in busy and (include_absent or self.available(n))
+            ],
             vlans=[v for v in site.vlans if v.uid not in held.vlans],
             subnets=[s for s in site.subnets if s not in held.subnets],
         )
 
-    def _try_allocate(self, job: Job, held: Allocation | None = None) -> Allocation | None:
+    def _try_allocate(
+        self, job: Job, held: Allocation | None = None, include_absent: bool = False
+    ) -> Allocation | None:
         site = self._site(job.site)
         held = self._held(job.site, exclude=job) if held is None else held
-        return allocate(job.request, self._pool(site, job, held), site, job.properties)
+        pool = self._pool(site, job, held, include_absent)
+        return allocate(job.request, pool, site, job.properties)
 
     def _site(self, uid: str) -> Site:
         site = self.inventory.site(uid)
@@ -156,7 +178,7 @@ class JobTable:
             not_before=now + self.timings.schedule_s,
         )
         try:
-            feasible = self._try_allocate(job, held=Allocation())
+            feasible = self._try_allocate(job, held=Allocation(), include_absent=True)
         except ResourceError as exc:
             raise oar_refused(400, oar_path(site.uid), str(exc)) from None
         if feasible is None:
@@ -280,9 +302,15 @@ class JobTable:
         kind = "SWITCH_INTO_ERROR_STATE" if state == "error" else "SWITCH_INTO_TERMINATE_STATE"
         self._event(job, at, kind, f"job {job.uid} is now {state}")
         if freed:
-            for other in self.jobs.values():
-                if other.site == job.site and other.state == "waiting" and other.blocked:
-                    other.blocked, other.not_before = False, max(other.not_before, at)
+            self.unblock(job.site, at)
+            if self.on_freed is not None:
+                self.on_freed(job)
+
+    def unblock(self, site: str, at: float) -> None:
+        """Resources of ``site`` may have become free: blocked jobs try again."""
+        for other in self.jobs.values():
+            if other.site == site and other.state == "waiting" and other.blocked:
+                other.blocked, other.not_before = False, max(other.not_before, at)
 
     def _event(self, job: Job, at: float, kind: str, description: str) -> None:
         job.events.append(Event(self._next_event, int(at), kind, description))
