@@ -658,6 +658,9 @@ _register_monitoring()
 
 
 def _register_optional_groups() -> None:
+    from nxc.testbeds.rehearsal.cli import g5k
+
+    cli.add_command(g5k)
     try:
         from nxc.netem.cli import netem
     except ImportError:

@@ -9,7 +9,7 @@ with G5kDouble({"alice": "secret"}, clock=Clock(frozen=True)) as g5k:
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import TracebackType
 
 from nxc.testbeds.g5k_double.backend import Backend, Fault, Served
@@ -33,6 +33,7 @@ class G5kDouble:
         timings: Timings | None = None,
         bindings: Mapping[str, SshEndpoint] | None = None,
         deployer: Deployer | None = None,
+        on_freed: Callable[[Job], None] | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
         control_token: str | None = None,
@@ -44,6 +45,7 @@ class G5kDouble:
             timings=timings,
             bindings=bindings,
             deployer=deployer,
+            on_freed=on_freed,
         )
         self.control_token = control_token or secrets.token_urlsafe(16)
         self.control_header = {TOKEN_HEADER: self.control_token}

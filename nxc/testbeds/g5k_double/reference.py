@@ -92,9 +92,15 @@ def cluster_doc(cluster: Cluster, prefix: str) -> dict[str, Any]:
     }
 
 
+def main_mac(node: Node) -> str:
+    """The MAC of the node's main (mounted) NIC, as the reference API lists it; the
+    rehearsal testbed gives its VMs these MACs."""
+    return f"00:1e:67:{node.index >> 8 & 0xFF:02x}:{node.index & 0xFF:02x}:{len(node.cluster):02x}"
+
+
 def node_doc(node: Node, prefix: str) -> dict[str, Any]:
     href = f"{prefix}/sites/{node.site}/clusters/{node.cluster}/nodes/{node.uid}"
-    mac = f"00:1e:67:{node.index >> 8 & 0xFF:02x}:{node.index & 0xFF:02x}:{len(node.cluster):02x}"
+    mac = main_mac(node)
     return {
         "uid": node.uid,
         "type": "node",
