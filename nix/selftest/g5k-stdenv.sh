@@ -24,7 +24,7 @@ fail() {
 [ -d "$fw" ] || fail "no settings in fw_cfg (opt/g5k)"
 name=$(get hostname)
 [ -n "$name" ] && hostname "$name"
-printf '127.0.0.1 localhost\n::1 localhost\n' >/etc/hosts
+printf '127.0.0.1 localhost\n127.0.1.1 %s\n::1 localhost\n' "${name:-localhost}" >/etc/hosts
 
 # the job owner's account
 user=$(get user)

@@ -205,7 +205,6 @@ def _up(layout: Layout, ledger: Ledger, request: UpRequest, say: Say) -> dict[st
         "uri": f"http://127.0.0.1:{api_port}/stable",
         "username": request.user,
         "password": password,
-        "verify_ssl": False,
         "timeout": 30,
     }
     atomic_write(layout.client_config, yaml.safe_dump(client, sort_keys=False), 0o600)
@@ -236,6 +235,8 @@ def _up(layout: Layout, ledger: Ledger, request: UpRequest, say: Say) -> dict[st
         )
     ledger.record_process(process.pid, "rehearsal daemon")
 
+    shown: list[str] = []
+
     def ready(_remaining: float) -> Attempt[dict[str, object]]:
         if layout.ready.exists():
             document = read_json(layout.ready)
@@ -244,7 +245,9 @@ def _up(layout: Layout, ledger: Ledger, request: UpRequest, say: Say) -> dict[st
         if process.poll() is not None:
             raise RehearsalError(f"the rehearsal daemon exited: {tail(layout.daemon_log, 5)}")
         last = tail(layout.daemon_log, 1)
-        say(last)
+        if last != "(no output)" and last not in shown:
+            shown.append(last)
+            say(last)
         return Attempt.not_yet(last)
 
     try:
