@@ -77,6 +77,15 @@ RESERVATION_OPTIONS: tuple[Option, ...] = (
         metavar="DIR",
     ),
     Option(
+        "stdenv-timeout",
+        "Seconds to wait for reserved nodes to answer ssh in their standard environment "
+        "(they may still be rebooting from the previous job).",
+        type="float",
+        default=180.0,
+        minimum=0,
+        metavar="SECONDS",
+    ),
+    Option(
         "experiment-nic",
         "Device name (in the standard environment) of the NIC the experiment uses "
         "(default: the NIC of the node's default route).",

@@ -112,7 +112,8 @@ def progress_line(states: Sequence[JobState], now: float, waited: float) -> str:
         if st.state == "running":
             parts.append(f"{st.ref} running")
         elif st.scheduled_at:
-            start = time.strftime("%H:%M:%S", time.localtime(st.scheduled_at))
+            shape = "%H:%M:%S" if abs(st.scheduled_at - now) < 43200 else "%Y-%m-%d %H:%M:%S"
+            start = time.strftime(shape, time.localtime(st.scheduled_at))
             parts.append(f"{st.ref} {st.state} (scheduled start {start})")
         else:
             parts.append(f"{st.ref} {st.state}")

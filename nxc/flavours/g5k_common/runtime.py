@@ -439,6 +439,9 @@ class G5kRuntimeBase(RuntimeBase):
 def _failure_text(head: str, fqdns: Mapping[str, str], failed: Mapping[str, str]) -> str:
     lines = [f"{head}: {', '.join(failed)}"]
     for name, why in failed.items():
-        where = f" ({fqdns[name]})" if name in fqdns else ""
+        fqdn = fqdns.get(name)
+        where = f" ({fqdn})" if fqdn else ""
+        if fqdn:
+            why = why.removeprefix(f"{fqdn}: ")
         lines.append(f"{name}{where}: {why}")
     return "\n".join(lines)

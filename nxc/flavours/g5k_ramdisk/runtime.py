@@ -41,7 +41,8 @@ class G5kRamdiskRuntime(G5kRuntimeBase):
     ) -> tuple[dict[str, NodeFacts], dict[str, str]]:
         names = {fqdn: name for name, fqdn in fqdns.items()}
         ctx.say(f"connecting to {len(names)} nodes (standard environment)")
-        with SshFleet(list(names), std_settings(settings)) as fleet:
+        wait = float(ctx.options.get("stdenv-timeout", default=180.0))
+        with SshFleet(list(names), std_settings(settings, retry_for=wait)) as fleet:
             facts, errors = probe(fleet, list(names), timeout=60)
         by_node = {names[fqdn]: f for fqdn, f in facts.items()}
         failures = {names[fqdn]: why for fqdn, why in errors.items()}
