@@ -3,13 +3,20 @@ real python-grid5000 client, built with explicit arguments."""
 
 from __future__ import annotations
 
+import json
+import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import pytest
 from grid5000 import Grid5000
 
 from nxc.g5k.reserve import Reserver
+from nxc.ledger import Ledger, process_start_time
 from nxc.testbeds.g5k_double import Clock, G5kDouble, Timings
+from tests.conftest import run_nxc
 
 USERS = {"alice": "secret", "bob": "hunter2"}
 TIMINGS = Timings(schedule_s=5, launch_s=5, finish_s=2, deploy_s=30)
@@ -51,3 +58,76 @@ def reserver_for(g5k: G5kDouble, user: str = "alice") -> Reserver:
 @pytest.fixture
 def reserver(double: G5kDouble) -> Reserver:
     return reserver_for(double)
+
+
+# -- the rehearsal testbed (real VMs), shared by the end-to-end tests -------------------
+
+
+@dataclass
+class Rehearsal:
+    """A running rehearsal testbed (``nxc g5k rehearsal up``) and how to use it."""
+
+    directory: Path
+    env: dict[str, str]
+
+    def control(self, path: str, payload: dict[str, Any] | None = None) -> Any:
+        """The double's control path (``GET``, or ``POST`` with ``payload``)."""
+        ready = json.loads((self.directory / "ready.json").read_text())
+        origin = ready["api"].removesuffix("/stable")
+        token = (self.directory / "keys" / "control-token").read_text().strip()
+        data = None if payload is None else json.dumps(payload).encode()
+        request = urllib.request.Request(
+            f"{origin}/_control/{path}", data=data, headers={"X-G5k-Double-Token": token}
+        )
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return json.loads(answer.read() or b"null")
+
+    def jobs(self) -> list[dict[str, Any]]:
+        return list(self.control("state")["jobs"])
+
+    def processes(self) -> list[tuple[int, int | None]]:
+        """Live processes of the testbed's ledger (daemon, switch, VMs): pid, start."""
+        return [
+            (int(r.ident), r.start_time)
+            for r in Ledger(self.directory / "ledger.jsonl").entries()
+            if r.kind == "process" and process_start_time(int(r.ident)) == r.start_time
+        ]
+
+
+def _exports(text: str) -> dict[str, str]:
+    env = {}
+    for line in text.splitlines():
+        key, _, value = line.removeprefix("export ").partition("=")
+        env[key] = value.strip("'")
+    return env
+
+
+@pytest.fixture(scope="session")
+def rehearsal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rehearsal]:
+    """3 rehearsal nodes for the whole session, brought up and down by the real CLI."""
+    directory = tmp_path_factory.mktemp("rehearsal") / "testbed"
+    result = run_nxc(
+        "g5k", "rehearsal", "up", "--nodes", "3", "--config-dir", str(directory), timeout=900
+    )
+    assert result.returncode == 0, result.stderr
+    testbed = Rehearsal(directory, _exports((directory / "env").read_text()))
+    assert len(testbed.processes()) == 5  # daemon, switch, 3 VMs
+    try:
+        yield testbed
+    finally:
+        pids = testbed.processes()
+        down = run_nxc("g5k", "rehearsal", "down", "--config-dir", str(directory))
+        assert down.returncode == 0, down.stderr
+        assert not directory.exists(), "down left the config directory"
+        left = [pid for pid, start in pids if process_start_time(pid) == start]
+        assert left == [], "down left processes"
+
+
+@pytest.fixture(scope="session")
+def built_g5k(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`nxc init -t selftest` + `nxc build -f g5k-ramdisk` (real nix), once."""
+    directory = tmp_path_factory.mktemp("g5k-selftest")
+    assert run_nxc("init", "-t", "selftest", str(directory)).returncode == 0
+    result = run_nxc("build", "-f", "g5k-ramdisk", "--offline", cwd=directory)
+    assert result.returncode == 0, result.stderr
+    return directory
