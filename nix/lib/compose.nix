@@ -53,7 +53,7 @@ let
 
   supported = {
     nixos = man.flavours;
-    selftest = man.ramdiskFlavours ++ [ "docker" ];
+    selftest = man.selftestFlavours;
   };
 
   # Default VM memory for NixOS ramdisk roles: the initrd carries the squashfs
@@ -207,6 +207,14 @@ let
       drv = builder args;
       # A container runs on the host's kernel: the same tools and agent, no kernel.
       rootfs = builder (args // { format = "rootfs"; });
+      # Read at evaluation time (import from derivation): the builder decides
+      # how its init is found (e.g. rdinit=/init).
+      params = util.chomp (builtins.readFile "${drv}/kernel-params");
+      boot = {
+        kernel = "${drv}/kernel";
+        initrd = "${drv}/initrd";
+        kernel_params = params;
+      };
     in
     if man.canonicalFlavour flavourName == "docker" then {
       container = {
@@ -216,17 +224,40 @@ let
         # busybox init powers off on SIGUSR2 (it reboots on SIGTERM).
         stop_signal = "SIGUSR2";
       };
-    } else {
-      kernel = "${drv}/kernel";
-      initrd = "${drv}/initrd";
-      # Read at evaluation time (import from derivation): the builder decides
-      # how its init is found (e.g. rdinit=/init).
-      kernel_params = util.chomp (builtins.readFile "${drv}/kernel-params");
-    };
+    } else if man.canonicalFlavour flavourName == "g5k-image" then boot // {
+      image = {
+        file = "${selftestImage c role drv}/image.tar.gz";
+        kind = "tar";
+        compression = "gzip";
+        kernel = "/boot/kernel";
+        initrd = "/boot/initrd";
+        kernel_params = params;
+      };
+    } else boot;
+
+  # g5k-image of a selftest role: its kernel + initrd in a tarball (what Kadeploy
+  # writes on the node's partition), made with the host's tar and gzip.
+  selftestImage = c: role: drv: builtins.derivation {
+    name = "nxc-selftest-${c.name}-${role.name}-image";
+    inherit system;
+    builder = "/bin/sh";
+    args = [ "-c" ''
+      set -e
+      mkdir -p tree/boot "$out"
+      cp ${drv}/kernel tree/boot/kernel
+      cp ${drv}/initrd tree/boot/initrd
+      cp ${drv}/kernel-params tree/boot/kernel_params
+      tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@1 -C tree -cf - . | gzip -1n > "$out/image.tar.gz"
+    '' ];
+    PATH = "/usr/bin:/bin";
+    preferLocalBuild = true;
+    allowSubstitutes = false;
+  };
 
   artifactsFor = c: flavourName:
     builtins.mapAttrs (_: role:
-      if kind == "selftest" then selftestRole c flavourName role else (nixosEval c.name flavourName role).artifacts)
+      if kind == "selftest" then selftestRole c flavourName role
+      else (nixosEval c.name flavourName role).artifacts)
       c.roles;
 
   manifestFor = cname: flavourName:

@@ -7,6 +7,10 @@ in
 rec {
   flavours = [ "vm-ramdisk" "g5k-ramdisk" "g5k-image" "docker" ];
   ramdiskFlavours = [ "vm-ramdisk" "g5k-ramdisk" ];
+  # What selftest images (host packages) can be built into: the ramdisk flavours,
+  # g5k-image (the same kernel + initrd in an image tarball) and docker (a root
+  # file system).
+  selftestFlavours = ramdiskFlavours ++ [ "g5k-image" "docker" ];
   imageKinds = [ "nixos" "selftest" ];
 
   # NixOS Compose's names: `vm` is nxc's vm-ramdisk; the flavours it had that nxc

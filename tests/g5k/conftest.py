@@ -70,14 +70,19 @@ class Rehearsal:
     directory: Path
     env: dict[str, str]
 
-    def control(self, path: str, payload: dict[str, Any] | None = None) -> Any:
+    def control(
+        self, path: str, payload: dict[str, Any] | None = None, method: str | None = None
+    ) -> Any:
         """The double's control path (``GET``, or ``POST`` with ``payload``)."""
         ready = json.loads((self.directory / "ready.json").read_text())
         origin = ready["api"].removesuffix("/stable")
         token = (self.directory / "keys" / "control-token").read_text().strip()
         data = None if payload is None else json.dumps(payload).encode()
         request = urllib.request.Request(
-            f"{origin}/_control/{path}", data=data, headers={"X-G5k-Double-Token": token}
+            f"{origin}/_control/{path}",
+            data=data,
+            headers={"X-G5k-Double-Token": token, "Content-Type": "application/json"},
+            method=method,
         )
         with urllib.request.urlopen(request, timeout=30) as answer:
             return json.loads(answer.read() or b"null")
@@ -125,9 +130,10 @@ def rehearsal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rehearsal]:
 
 @pytest.fixture(scope="session")
 def built_g5k(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """`nxc init -t selftest` + `nxc build -f g5k-ramdisk` (real nix), once."""
+    """`nxc init -t selftest` + `nxc build -f g5k-ramdisk` and `-f g5k-image` (real nix)."""
     directory = tmp_path_factory.mktemp("g5k-selftest")
     assert run_nxc("init", "-t", "selftest", str(directory)).returncode == 0
-    result = run_nxc("build", "-f", "g5k-ramdisk", "--offline", cwd=directory)
-    assert result.returncode == 0, result.stderr
+    for flavour in ("g5k-ramdisk", "g5k-image"):
+        result = run_nxc("build", "-f", flavour, "--offline", cwd=directory)
+        assert result.returncode == 0, result.stderr
     return directory

@@ -112,15 +112,18 @@ def test_ramdisk_end_to_end(rehearsal: Rehearsal, built_g5k: Path, tmp_path: Pat
     tc = on_node(built_g5k, "node1", "/usr/sbin/tc qdisc show dev nxc0")
     assert "netem" in tc and "delay 60ms" in tc
     report = tmp_path / "netem.json"
-    # a loaded 2-core machine adds milliseconds of jitter to TCG guests' pings
+    # TCG guests on a loaded 2-core machine fire netem's timers late (tens of ms):
+    # a wide tolerance, and the delay itself checked against the unshaped pairs.
     validated = run_nxc(
-        "netem", "validate", "--rtt-tolerance-ms", "30", "--report", str(report),
+        "netem", "validate", "--rtt-tolerance-ms", "80", "--report", str(report),
         cwd=built_g5k, env=env, timeout=300,
     )  # fmt: skip
     assert validated.returncode == 0, validated.stdout + validated.stderr
     pairs = json.loads(report.read_text())["pairs"]
     [shaped] = [p for p in pairs if {p["src"], p["dst"]} == {"node1", "node2"}]
-    assert shaped["expected_rtt_ms"] > 120 and shaped["rtt_ms"] > 100  # really applied
+    others = [p["rtt_ms"] for p in pairs if p is not shaped]
+    assert shaped["expected_rtt_ms"] > 120 and shaped["rtt_ms"] >= 120  # really applied
+    assert others and max(others) < 60  # and only between node1 and node2
 
     # several nodes: one tmux pane each (not attached: no terminal here)
     if shutil.which("tmux"):

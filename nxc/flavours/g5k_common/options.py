@@ -112,6 +112,29 @@ PUSH_OPTIONS: tuple[Option, ...] = (
 
 IMAGE_OPTIONS: tuple[Option, ...] = (
     Option(
+        "publish",
+        "Where Kadeploy fetches the images: public (copied into --public-dir, served at "
+        "--public-url: ~/public on Grid'5000), serve (nxc serves them over HTTP itself), "
+        "auto (public when a public directory is set or ~/public exists).",
+        type="choice",
+        choices=("auto", "public", "serve"),
+        default="auto",
+    ),
+    Option(
+        "serve-address",
+        "With --publish serve: the address to serve on (one Kadeploy can reach).",
+        default="127.0.0.1",
+        metavar="ADDRESS",
+    ),
+    Option(
+        "deploy-timeout",
+        "Seconds to wait for Kadeploy's deployments (retries included).",
+        type="float",
+        default=1800.0,
+        minimum=1,
+        metavar="SECONDS",
+    ),
+    Option(
         "public-dir",
         "Directory served over http(s) where images are published (default: "
         "$NXC_G5K_PUBLIC_DIR, else ~/public).",

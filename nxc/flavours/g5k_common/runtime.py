@@ -113,6 +113,10 @@ class G5kRuntimeBase(RuntimeBase):
         """Bring nodes to a system the handoff starts from; per node its facts or why not."""
         raise NotImplementedError
 
+    def source_settings(self, project: Project, settings: G5kSettings) -> SshSettings:
+        """ssh to the system the handoff starts from (the standard environment)."""
+        return std_settings(settings)
+
     def boot_files(self, ctx: RuntimeContext, node: Node) -> tuple[Path, Path, str]:
         """The role's kernel, initrd and kernel parameters for ``node``."""
         role = ctx.manifest.roles[node.role]
@@ -269,7 +273,7 @@ class G5kRuntimeBase(RuntimeBase):
                        kernel_params(params, node, facts.cmdline))
             )  # fmt: skip
         site_net = {t.name: t.facts.site_net() for t in targets}
-        std = SshFleet([t.fqdn for t in targets], std_settings(settings))
+        std = SshFleet([t.fqdn for t in targets], self.source_settings(ctx.project, settings))
         role = SshFleet(
             [t.fqdn for t in targets], role_settings(ctx.project, state["settings"]["ssh_config"])
         )
