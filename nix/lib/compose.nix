@@ -56,10 +56,11 @@ let
     selftest = man.selftestFlavours;
   };
 
-  # Default VM memory for NixOS ramdisk roles: the initrd carries the squashfs
-  # of the role's closure, so it needs more than a selftest image.
+  # No default VM memory here: the runtime sizes it from the built initrd (which
+  # carries the role's closure) when the composition sets none
+  # (nxc/runtime/memory.py).
   defaultResources = {
-    nixos = { vm-ramdisk = { memory_mb = 1024; }; };
+    nixos = { };
     selftest = { };
   };
 in

@@ -33,6 +33,17 @@ in
       default = [ ];
       description = "Kernel parameters the manifest adds for this flavour (e.g. serial consoles).";
     };
+    loadStoreDb = lib.mkOption {
+      type = lib.types.bool;
+      default = config.nix.enable;
+      defaultText = lib.literalExpression "config.nix.enable";
+      description = ''
+        Register the closure in the node's Nix database at boot (`nix-store --load-db`
+        from the registration the squashfs carries, as nixpkgs' netboot module does).
+        Without it nix on the node sees an empty store, and a garbage collection there
+        deletes the running system.
+      '';
+    };
   };
 
   config = lib.mkIf cfg.enable {
@@ -67,9 +78,20 @@ in
     boot.initrd.availableKernelModules = [ "squashfs" "overlay" "loop" ];
     boot.initrd.kernelModules = [ "loop" "overlay" ];
 
+    # make-squashfs puts the closure's registration at the squashfs root, that is
+    # /nix/store/nix-path-registration once the overlay is mounted.
+    boot.postBootCommands = lib.mkIf cfg.loadStoreDb ''
+      if [ -f /nix/store/nix-path-registration ]; then
+        ${config.nix.package.out}/bin/nix-store --load-db < /nix/store/nix-path-registration
+        touch /etc/NIXOS
+        ${config.nix.package.out}/bin/nix-env -p /nix/var/nix/profiles/system --set /run/current-system
+      fi
+    '';
+
     system.build.nxcSquashfsStore = squashfs;
     system.build.nxcInitrd = initrd;
 
+    # The kernel file is named by architecture (bzImage on x86_64, Image on aarch64).
     nxc.artifacts = {
       kernel = "${config.system.build.kernel}/${config.system.boot.loader.kernelFile}";
       initrd = "${initrd}/initrd";

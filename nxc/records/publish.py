@@ -513,7 +513,7 @@ def publish(
 ) -> Published:
     """Write the archive of ``record`` to ``output`` (see the module documentation)."""
     run = record.load()
-    if run["status"] in ("starting", "running") and not allow_running:
+    if run["status"] in ("starting", "running", "partial") and not allow_running:
         raise PublishError(
             f"run {record.id} is still {run['status']}: stop it first (nxc stop), so that "
             "its record is complete"

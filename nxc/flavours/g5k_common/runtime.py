@@ -38,6 +38,7 @@ from nxc.g5k.errors import G5kError
 from nxc.ledger import Kind, Resource
 from nxc.project import Project
 from nxc.runtime.contract import PartialStart, Progress, RuntimeBase, RuntimeContext
+from nxc.runtime.memory import boot_memory_mb
 from nxc.runtime.options import FlavourOptions, Option
 from nxc.transports.ssh import SshFleet, SshSettings, resolve
 
@@ -268,6 +269,14 @@ class G5kRuntimeBase(RuntimeBase):
             entry = state["nodes"][name]
             facts = facts_from_state(entry["facts"])
             kernel, initrd, params = self.boot_files(ctx, node)
+            needed = boot_memory_mb(kernel, initrd, ctx.manifest.image_kind)
+            if facts.mem_kb and facts.mem_kb // 1024 < needed:
+                entry.update(
+                    state="failed",
+                    error=f"has {facts.mem_kb // 1024} MiB of memory, role {node.role}'s image "
+                    f"needs about {needed} MiB to boot (pick nodes with more: --properties)",
+                )
+                continue
             targets.append(
                 Target(node, entry["fqdn"], facts, kernel, initrd,
                        kernel_params(params, node, facts.cmdline))

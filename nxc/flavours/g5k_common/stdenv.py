@@ -19,6 +19,7 @@ echo "uid $(id -u)"
 echo "boot $(cat /proc/sys/kernel/random/boot_id)"
 echo "arch $(uname -m)"
 echo "cmdline $(cat /proc/cmdline)"
+echo "mem $(awk '/^MemTotal:/ { print $2 }' /proc/meminfo)"
 r=$(ip -o -4 route show default 2>/dev/null | head -n 1)
 [ -z "$r" ] || echo "route $r"
 for d in /sys/class/net/*; do
@@ -54,6 +55,7 @@ class NodeFacts:
     kexec: str | None = None
     sudo: str | None = None
     cmdline: str = ""
+    mem_kb: int = 0  # MemTotal
 
     @property
     def root_prefix(self) -> str:
@@ -127,6 +129,7 @@ def parse_probe(fqdn: str, text: str) -> NodeFacts:
         kexec=values.get("kexec"),
         sudo=values.get("sudo"),
         cmdline=values.get("cmdline", ""),
+        mem_kb=int(values["mem"]) if values.get("mem", "").isdigit() else 0,
     )
 
 

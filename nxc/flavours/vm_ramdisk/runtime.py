@@ -46,6 +46,7 @@ from nxc.runtime.contract import (
     RuntimeContext,
     RuntimeState,
 )
+from nxc.runtime.memory import boot_memory_mb, check_memory
 from nxc.runtime.node import Capability
 from nxc.runtime.options import FlavourOptions, Option
 from nxc.runtime.transport import Transport
@@ -462,7 +463,14 @@ class VmRamdiskRuntime(RuntimeBase):
             files.host_key.write_bytes(ctx.host_keys[node.name].read_bytes())
             files.host_key.chmod(0o600)
             write_inputs(files, deployment, node.name)
-            memory = ctx.options.get("memory", node.role, role.memory_mb or DEFAULT_MEMORY_MB)
+            # The default is sized from the image; an explicit size is checked against it.
+            needed = boot_memory_mb(role.kernel, role.initrd, ctx.manifest.image_kind)
+            memory = ctx.options.get(
+                "memory", node.role, role.memory_mb or max(DEFAULT_MEMORY_MB, needed)
+            )
+            check_memory(
+                node.role, memory, needed, "the VM's memory", f"give --memory {node.role}={needed}"
+            )
             cpus = ctx.options.get("cpus", node.role, role.cpus or DEFAULT_CPUS)
             assert node.ssh_port is not None
             argv = qemu_command(
