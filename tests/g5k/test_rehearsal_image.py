@@ -46,7 +46,7 @@ def test_image_end_to_end(rehearsal: Rehearsal, built_g5k: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "deploying 3 nodes with Kadeploy (1 deployment(s))" in result.stderr
     [job] = alive_jobs(rehearsal)
-    assert "deploy" in job.get("types", ["deploy"])
+    assert job["types"] == ["deploy"]
     [deployment] = [d for d in deployments(rehearsal) if d["uid"] not in before]
     assert deployment["status"] == "terminated" and sorted(deployment["nodes"]) == sorted(
         job["nodes"]

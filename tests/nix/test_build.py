@@ -40,6 +40,7 @@ def test_selftest_template_through_compose_with_a_stub_builder(tmp_path: Path) -
     project = selftest_project(tmp_path, builder="stub-selftest.nix")
     assert nixbuild.list_outputs(project) == [
         "selftest::docker",
+        "selftest::g5k-image",
         "selftest::g5k-ramdisk",
         "selftest::vm-ramdisk",
     ]

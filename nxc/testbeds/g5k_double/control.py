@@ -37,12 +37,22 @@ def _state(backend: Backend, now: float) -> dict[str, Any]:
                 "user": j.user,
                 "name": j.name,
                 "state": j.state,
+                "types": list(j.types),
+                "walltime": j.walltime,
                 "nodes": [n.fqdn for n in j.allocation.nodes],
             }
             for j in backend.jobs.jobs.values()
         ],
         "deployments": [
-            {"site": d.site, "uid": d.uid, "user": d.user, "status": d.status, "nodes": d.nodes}
+            {
+                "site": d.site,
+                "uid": d.uid,
+                "user": d.user,
+                "status": d.status,
+                "nodes": d.nodes,
+                "environment": d.environment,
+                "result": d.result,
+            }
             for d in backend.deployments.items.values()
         ],
         "faults": [vars(f) for f in backend.faults],
