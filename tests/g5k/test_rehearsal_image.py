@@ -40,11 +40,14 @@ def deployments(testbed: Rehearsal) -> list[dict[str, Any]]:
 def test_image_end_to_end(rehearsal: Rehearsal, built_g5k: Path) -> None:
     env = rehearsal.env
     before = {d["uid"] for d in deployments(rehearsal)}
+    # start -t: the testScript right after the deployment, in the same command
     result = run_nxc(
-        "start", "-f", "g5k-image", "--timeout", TIMEOUT, cwd=built_g5k, env=env, timeout=1800
-    )
-    assert result.returncode == 0, result.stderr
+        "start", "-f", "g5k-image", "-t", "--timeout", TIMEOUT, cwd=built_g5k, env=env,
+        timeout=1800,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
     assert "deploying 3 nodes with Kadeploy (1 deployment(s))" in result.stderr
+    assert "testScript: PASSED" in result.stdout + result.stderr
     [job] = alive_jobs(rehearsal)
     assert job["types"] == ["deploy"]
     [deployment] = [d for d in deployments(rehearsal) if d["uid"] not in before]
@@ -62,8 +65,6 @@ def test_image_end_to_end(rehearsal: Rehearsal, built_g5k: Path) -> None:
         assert entry["facts"]["uid"] == 0
         assert entry["boot_id"] != entry["facts"]["boot_id"]
         assert on_node(built_g5k, name, "cat /etc/nxc/node").strip() == name
-    test = run_nxc("driver", "-t", cwd=built_g5k, env=env, timeout=600)
-    assert test.returncode == 0, test.stdout + test.stderr
     runtime_dir = Path(state["runtime_dir"])
     stopped = run_nxc("stop", cwd=built_g5k, env=env, timeout=300)
     assert stopped.returncode == 0, stopped.stderr
