@@ -322,6 +322,7 @@ def test_cli_lists_outputs_without_aliases(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [
         "composition::docker",
+        "composition::g5k-image",
         "composition::g5k-ramdisk",
         "composition::vm-ramdisk",
     ]

@@ -226,7 +226,8 @@ def test_compose_lists_outputs_without_nixpkgs() -> None:
         'builtins.attrNames (lib.compose { composition = { roles.node = { }; }; name = "t"; '
         'imageKind = "selftest"; })'
     )
-    assert names == ["t::docker", "t::g5k-ramdisk", "t::vm", "t::vm-ramdisk"]  # vm: alias
+    # vm: NixOS Compose alias; g5k-image: the selftest roles' kernel + initrd in a tarball
+    assert names == ["t::docker", "t::g5k-image", "t::g5k-ramdisk", "t::vm", "t::vm-ramdisk"]
     names = eval_json(
         "builtins.attrNames (lib.compose { compositions = { a = { roles.x = { }; }; "
         'b = { roles.y = { }; }; }; flavours = [ "docker" ]; })'

@@ -240,6 +240,7 @@ def test_mentioning_a_key_header_is_not_a_key(tmp_path: Path) -> None:
     (project / "check.sh").write_text(f'case $x in *"{header}"*) ;; esac\n')
     assert nixbuild.list_outputs(project, extra_args=["--offline"]) == [
         "demo::docker",
+        "demo::g5k-image",
         "demo::g5k-ramdisk",
         "demo::vm-ramdisk",
     ]

@@ -206,10 +206,13 @@ class Handoff:
             sudo = target.facts.root_prefix
             kexec = shlex.quote(target.facts.kexec or "kexec")
             d = shlex.quote(target.staging)
+            # The staging directory holds the node's private host key: it goes, whatever
+            # happens, once the kernel has (or has not) loaded it.
             script = (
-                f"set -e; umask 077; cat {initrd} {d}/inputs > {d}/initrd.node; "
+                f"set -e; umask 077; trap 'rm -rf {d}' EXIT; "
+                f"cat {initrd} {d}/inputs > {d}/initrd.node; "
                 f"{sudo}{kexec} -l {kernel} --initrd={d}/initrd.node "
-                f"--append={shlex.quote(target.params)}; rm -rf {d}"
+                f"--append={shlex.quote(target.params)}"
             )
             _checked(self.std, target, script, self.step_timeout)
 

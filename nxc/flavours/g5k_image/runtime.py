@@ -70,7 +70,10 @@ class G5kImageRuntime(G5kRuntimeBase):
         public_dir, public_url = settings.public_dir, settings.public_url
         home_public = Path.home() / "public"
         if mode == "auto":
-            mode = "public" if public_dir is not None or home_public.is_dir() else "serve"
+            # ~/public only when talking to Grid'5000 itself (a frontend); a rehearsal
+            # or another testbed gets nxc's own server.
+            on_g5k = "grid5000.fr" in settings.config.uri and home_public.is_dir()
+            mode = "public" if public_dir is not None or on_g5k else "serve"
         if mode == "public":
             public_dir = public_dir or home_public
             if public_url is None:

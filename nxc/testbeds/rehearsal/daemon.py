@@ -1,14 +1,12 @@
 """The rehearsal testbed's long-lived process (``python -m nxc.testbeds.rehearsal.daemon
-DIR``): starts the site network and the nodes, serves the API double bound to them
-and the public directory, and reboots nodes into their standard environment when
+DIR``): starts the site network and the nodes, serves the API double bound to them,
+and reboots nodes into their standard environment when
 their job ends, as Grid'5000 does. Every process it starts is in the testbed's
 ledger the moment it exists; ``nxc g5k rehearsal down`` releases them all."""
 
 from __future__ import annotations
 
 import contextlib
-import functools
-import http.server
 import json
 import signal
 import sys
@@ -38,11 +36,6 @@ BOOT_TIMEOUT = 240.0
 
 def log(message: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} {message}", flush=True)
-
-
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        pass
 
 
 class Testbed:
@@ -117,14 +110,9 @@ class Testbed:
         )
         api = HttpService(self.backend, "127.0.0.1", self.settings.api_port, token)
         api.start()
-        handler = functools.partial(_Quiet, directory=str(self.layout.public))
-        public = http.server.ThreadingHTTPServer(("127.0.0.1", self.settings.public_port), handler)
-        public.daemon_threads = True
-        threading.Thread(target=public.serve_forever, name="public", daemon=True).start()
         host, port = api.address
         ready = {
             "api": f"http://{host}:{port}/stable",
-            "public": f"http://127.0.0.1:{public.server_address[1]}",
             "nodes": {fqdn: vm.boot_id for fqdn, vm in self.vms.items()},
         }
         atomic_write(self.layout.ready, json.dumps(ready, indent=2) + "\n", 0o600)
@@ -135,7 +123,6 @@ class Testbed:
                     self.backend.tick()  # jobs end at their walltime even if nobody asks
         finally:
             api.stop()
-            public.shutdown()
             self.resets.shutdown(wait=False, cancel_futures=True)
 
     def stop_nodes(self) -> None:

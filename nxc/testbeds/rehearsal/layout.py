@@ -47,7 +47,6 @@ class Settings:
     memory_mb: int
     accel: str
     api_port: int
-    public_port: int
     shared_dir: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -124,10 +123,6 @@ class Layout:
     @property
     def consoles(self) -> Path:
         return self.root / "consoles"
-
-    @property
-    def public(self) -> Path:
-        return self.root / "public"
 
     @property
     def switch(self) -> Path:

@@ -24,8 +24,6 @@ import yaml
 from nxc.flavours.g5k_common.settings import (
     ENV_CONSOLES,
     ENV_KNOWN_HOSTS,
-    ENV_PUBLIC_DIR,
-    ENV_PUBLIC_URL,
     ENV_SITE,
     ENV_SSH_CONFIG,
 )
@@ -124,7 +122,6 @@ def up(config_dir: Path, request: UpRequest, say: Say) -> dict[str, object]:
                 "env",
                 "keys",
                 "consoles",
-                "public",
                 "logs",
             ):
                 ledger.record_path(layout.root / name, f"rehearsal {name}")
@@ -138,9 +135,8 @@ def up(config_dir: Path, request: UpRequest, say: Say) -> dict[str, object]:
 
 def _up(layout: Layout, ledger: Ledger, request: UpRequest, say: Say) -> dict[str, object]:
     kernel, initrd, params = build_stdenv(say)
-    for directory in (layout.keys, layout.consoles, layout.public, layout.root / "logs"):
+    for directory in (layout.keys, layout.consoles, layout.root / "logs"):
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    layout.public.chmod(0o755)
     say("making keys")
     generate_key(layout.user_key, f"{request.user}@rehearsal")
     generate_key(layout.admin_key, "kadeploy@rehearsal")
@@ -185,7 +181,7 @@ def _up(layout: Layout, ledger: Ledger, request: UpRequest, say: Say) -> dict[st
     qemu = require_tool("qemu-system-x86_64")
     say("choosing the accelerator")
     accel = choose_accel(request.accel, qemu, kernel, layout.run, ledger)
-    api_port, public_port = free_tcp_port(), free_tcp_port()
+    api_port = free_tcp_port()
     settings = Settings(
         nodes=specs,
         user=request.user,
@@ -195,7 +191,6 @@ def _up(layout: Layout, ledger: Ledger, request: UpRequest, say: Say) -> dict[st
         memory_mb=request.memory_mb,
         accel=accel,
         api_port=api_port,
-        public_port=public_port,
         shared_dir=str(request.shared_dir.resolve()) if request.shared_dir else None,
         timings=DEFAULT_TIMINGS,
     )
@@ -214,8 +209,6 @@ def _up(layout: Layout, ledger: Ledger, request: UpRequest, say: Say) -> dict[st
         ENV_KNOWN_HOSTS: layout.known_hosts,
         ENV_SITE: SITE,
         ENV_CONSOLES: layout.consoles,
-        ENV_PUBLIC_DIR: layout.public,
-        ENV_PUBLIC_URL: f"http://127.0.0.1:{public_port}",
     }
     atomic_write(
         layout.env_file,
