@@ -175,6 +175,8 @@ class G5kRuntimeBase(RuntimeBase):
 
         began = time.monotonic()
         facts, errors = self.prepare_nodes(ctx, reserved.deployment, reserved.fqdn, settings)
+        # prepare_nodes may have saved its own facts (g5k-image: what it published)
+        state = {**ctx.state.load(), **{k: state[k] for k in ("nodes", "jobs", "timings")}}
         state["timings"]["prepare"] = time.monotonic() - began
         if not facts:
             raise StartError(_failure_text("no node could be prepared", reserved.fqdn, errors))
@@ -232,6 +234,7 @@ class G5kRuntimeBase(RuntimeBase):
         fqdns = {name: state["nodes"][name]["fqdn"] for name in failed}
         subset = replace(deployment, nodes=[n for n in deployment.nodes if n.name in fqdns])
         facts, errors = self.prepare_nodes(ctx, subset, fqdns, settings)
+        state = {**ctx.state.load(), "nodes": state["nodes"]}
         nodes = []
         for node in deployment.nodes:
             entry = state["nodes"][node.name]

@@ -114,6 +114,26 @@ def publish(
     console: str,
 ) -> Published:
     """Put every role's image and description where Kadeploy fetches them."""
+    try:
+        return _publish(
+            ctx, roles, mode=mode, public_dir=public_dir, public_url=public_url,
+            serve_address=serve_address, console=console,
+        )  # fmt: skip
+    except OSError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        raise StartError(f"cannot publish the images{where}: {exc.strerror or exc}") from None
+
+
+def _publish(
+    ctx: RuntimeContext,
+    roles: Mapping[str, object],
+    *,
+    mode: str,
+    public_dir: Path | None,
+    public_url: str | None,
+    serve_address: str,
+    console: str,
+) -> Published:
     manifest = ctx.manifest
     if mode == "public":
         if public_dir is None or public_url is None:
