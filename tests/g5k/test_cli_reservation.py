@@ -195,3 +195,39 @@ def test_sigkill_while_waiting_then_stop_releases(
     assert stopped.returncode == 0, stopped.stderr
     assert f"released OAR job rennes:{job.uid}" in stopped.stdout
     assert alive(double) == []
+
+
+def test_stop_keep_job_then_the_next_start_reuses_it(
+    double: G5kDouble, project: tuple[Path, dict]
+) -> None:
+    root, env = project
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nxc.cli", "start", "-p", str(root), "-m",
+         str(root / "manifest.json"), "--reservation", "2099-01-01 00:00:00"],
+        env={**os.environ, **env}, cwd=REPO, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not alive(double) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    [job] = alive(double)
+    time.sleep(1)
+    process.send_signal(signal.SIGKILL)
+    process.wait(30)
+    kept = run_nxc("stop", "-p", str(root), "--keep-job", env=env)
+    assert kept.returncode == 0, kept.stderr
+    assert f"kept OAR job rennes:{job.uid}" in kept.stdout
+    assert [j.uid for j in alive(double)] == [job.uid]
+    assert not Project(root).ledger.exists()
+    again = start(root, env, "--reservation", "2099-01-01 00:00:00", "--job-timeout", "2")
+    assert f"reusing job rennes:{job.uid}" in again.stderr
+    assert [j.uid for j in jobs(double)] == [job.uid], "a second job was submitted"
+    assert alive(double) == [], "the timed-out start did not release the reused job"
+
+
+def test_extend_without_a_reservation_is_one_line() -> None:
+    from nxc.errors import NxcError
+    from nxc.flavours.vm_ramdisk.runtime import VmRamdiskRuntime
+
+    with pytest.raises(NxcError, match="flavour vm-ramdisk has no reservation"):
+        VmRamdiskRuntime().extend(Project(REPO), None, "+1:00")  # type: ignore[arg-type]
