@@ -273,6 +273,7 @@ class RuntimeBase:
 
     def shell_argv(self, project: Project, deployment: Deployment, node: str) -> list[str] | None:
         return None
+
     def relaunch(self, ctx: RuntimeContext, deployment: Deployment) -> None:
         raise NxcError(
             f"flavour {self.name} cannot redeploy single nodes: 'nxc stop', then 'nxc start'"
