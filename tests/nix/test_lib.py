@@ -238,7 +238,6 @@ def test_compose_lists_outputs_without_nixpkgs() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        ('imageKind = "selftest"; flavours = [ "g5k-image" ];', "cannot build flavour 'g5k-image'"),
         ('imageKind = "arch";', "unknown imageKind 'arch'"),
         ('flavours = [ "cloud" ];', "unknown flavour 'cloud'"),
     ],

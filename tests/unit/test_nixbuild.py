@@ -24,11 +24,15 @@ def write_flake(directory: Path, body: str) -> Path:
     return directory
 
 
-def stub_flake(tmp_path: Path, composition: str = "{ roles.node = { }; }") -> Path:
+def stub_flake(
+    tmp_path: Path, composition: str = "{ roles.node = { }; }", flavours: str | None = None
+) -> Path:
+    """A selftest flake with a stub builder; ``flavours``: a Nix list (default: all)."""
     project = tmp_path / "stub"
     project.mkdir()
     shutil.copy(REPO / "tests" / "nix" / "fixtures" / "stub-selftest.nix", project)
     (project / "composition.nix").write_text(composition)
+    only = f" flavours = {flavours};" if flavours else ""
     return write_flake(
         project,
         f"""
@@ -38,9 +42,7 @@ def stub_flake(tmp_path: Path, composition: str = "{ roles.node = { }; }") -> Pa
           outputs = {{ self, nxc }}: nxc.lib.compose {{
             name = "demo";
             composition = ./composition.nix;
-            imageKind = "selftest";
-            # Not every flavour: the tests below ask for one the flake lacks.
-            flavours = [ "docker" "g5k-ramdisk" "vm-ramdisk" ];
+            imageKind = "selftest";{only}
             selftestBuilder = import ./stub-selftest.nix;
           }};
         }}
@@ -48,9 +50,13 @@ def stub_flake(tmp_path: Path, composition: str = "{ roles.node = { }; }") -> Pa
     )
 
 
+# Not every flavour: the two tests below ask for one the flake lacks.
+LACKING_G5K_IMAGE = '[ "docker" "g5k-ramdisk" "vm-ramdisk" ]'
+
+
 @needs_nix
 def test_missing_attribute_lists_the_outputs(tmp_path: Path) -> None:
-    project = stub_flake(tmp_path)
+    project = stub_flake(tmp_path, flavours=LACKING_G5K_IMAGE)
     with pytest.raises(BuildError) as caught:
         nixbuild.build(project, "demo::g5k-image", extra_args=["--offline"])
     message = str(caught.value)
@@ -61,7 +67,7 @@ def test_missing_attribute_lists_the_outputs(tmp_path: Path) -> None:
 
 @needs_nix
 def test_default_output_for_a_flavour_the_flake_lacks(tmp_path: Path) -> None:
-    project = stub_flake(tmp_path)
+    project = stub_flake(tmp_path, flavours=LACKING_G5K_IMAGE)
     with pytest.raises(BuildError, match="no output for flavour 'g5k-image'"):
         nixbuild.default_output(project, "g5k-image")
 
