@@ -83,6 +83,7 @@ class SequentialHandoff(Handoff):
             archive = node_archive(
                 self.deployment, target, self.host_keys[target.name].read_bytes(),
                 self._site_net.get(target.name, ()), target.initrd.stat().st_size,
+                self.private.get(target.name),
             )  # fmt: skip
             local = handoff_module._private_temp(archive, self.work_dir)
             self._scp(target, local, f"{d}/inputs")

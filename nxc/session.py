@@ -362,6 +362,14 @@ def retry_failed(
         progress=say,
         begin_phase=clock.begin,
     )
+    # The redeployed nodes get the sync input start wrote for them (nxc/sync/deploy.py:
+    # one file per node in the runtime directory); the service itself kept running.
+    from nxc.sync.deploy import SYNC_INPUT
+
+    sync_inputs = ctx.runtime_dir / "sync" / "nodes"
+    for node in current.deployment.nodes:
+        if (sync_inputs / node.name).is_file():
+            ctx.node_inputs.setdefault(node.name, {})[SYNC_INPUT] = sync_inputs / node.name
     try:
         with clock.phase("relaunch"):
             runtime.relaunch(ctx, current.deployment)

@@ -8,6 +8,7 @@ import shutil
 import stat
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,6 +33,7 @@ boot 0a9d7c1e-1111-2222-3333-444455556666
 arch x86_64
 cmdline BOOT_IMAGE=/vmlinuz root=UUID=x ro console=tty0 console=ttyS1,115200n8 quiet
 mem 65536000
+client 172.16.111.106
 route default via 172.16.111.254 dev eno1 proto dhcp src 172.16.96.7 metric 100
 nic eno1 0C:C4:7A:11:22:33 172.16.96.7/20
 nic eno2 0c:c4:7a:11:22:34
@@ -76,7 +78,11 @@ def test_node_archive_holds_the_inputs_aligned_after_the_initrd(tmp_path: Path) 
     facts = parse_probe("paravance-1.rennes.grid5000.fr", PROBE_OUTPUT)
     node = plan_.node("client2")
     target = Target(node, "paravance-1.rennes.grid5000.fr", facts, tmp_path, tmp_path, "")
-    archive = node_archive(plan_, target, b"PRIVATE KEY\n", facts.site_net(), initrd_size=1001)
+    sync = tmp_path / "sync-client2"
+    sync.write_text("NXC_SYNC_HOST=172.16.111.106\nNXC_SYNC_TOKEN=SECRET\n")
+    archive = node_archive(
+        plan_, target, b"PRIVATE KEY\n", facts.site_net(), 1001, private={"sync": sync}
+    )
     pad = (512 - 1001 % 512) % 512
     assert archive[:pad] == b"\0" * pad and archive[pad : pad + 6] == b"070701"
     out = tmp_path / "out"
@@ -89,8 +95,11 @@ def test_node_archive_holds_the_inputs_aligned_after_the_initrd(tmp_path: Path) 
         "authorized_keys",
         "deployment.json",
         "site-net",
+        "sync",
         "hostkey",
     }
+    assert files["sync"].read_text() == sync.read_text()
+    assert stat.S_IMODE(files["sync"].stat().st_mode) == 0o600
     assert "NXC_NODE=client2" in files["env"].read_text().splitlines()
     assert files["hostkey"].read_bytes() == b"PRIVATE KEY\n"
     assert stat.S_IMODE(files["hostkey"].stat().st_mode) == 0o600
@@ -116,6 +125,8 @@ def test_standard_environment_facts() -> None:
     assert facts.experiment_nic(None).device == "eno1"
     assert facts.experiment_nic("eno2").mac == "0c:c4:7a:11:22:34"
     assert facts.mem_kb == 65536000 and facts.kexec == "/usr/sbin/kexec"
+    assert facts.client == "172.16.111.106"  # where the node sees nxc's ssh come from
+    assert parse_probe("x", PROBE_OUTPUT.replace("client 172.16.111.106", "client ")).client == ""
     with pytest.raises(StartError, match=r"no NIC named eth9 \(NICs: eno1, eno2"):
         facts.experiment_nic("eth9")
     no_root = parse_probe("x", PROBE_OUTPUT.replace("sudo /usr/bin/sudo-g5k\n", ""))
@@ -202,3 +213,17 @@ def test_agent_bootstrap_takes_what_kadeploy_deployed(tmp_path: Path) -> None:
     )  # fmt: skip
     assert failed.returncode != 0
     assert "bootstrap: no /kadeploy tree and no root= partition" in failed.stdout + failed.stderr
+
+
+def test_how_nodes_reach_the_host_services() -> None:
+    from nxc.flavours.g5k_common.runtime import _note_reach
+
+    facts = parse_probe("n", PROBE_OUTPUT)
+    reach: dict[str, Any] = {"listen": [], "nodes": {}, "jump": None}
+    # nxc reaches the node at 127.0.0.1 (a forwarded port): it listens there, and the
+    # node connects to where it saw nxc's ssh come from
+    _note_reach(reach, "node1", "127.0.0.1", None, facts)
+    assert reach == {"listen": ["127.0.0.1"], "nodes": {"node1": "172.16.111.106"}, "jump": None}
+    # through a jump host the node cannot reach this machine: no listener is guessed
+    _note_reach(reach, "node2", "127.0.0.1", "access.grid5000.fr", facts)
+    assert reach["jump"] == "access.grid5000.fr" and "node2" not in reach["nodes"]

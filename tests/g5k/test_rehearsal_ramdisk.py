@@ -98,6 +98,28 @@ def test_ramdisk_end_to_end(rehearsal: Rehearsal, built_g5k: Path, tmp_path: Pat
     assert extend.returncode == 0, extend.stderr
     assert api(rehearsal).sites["rennes"].jobs[job["uid"]].walltime == 5400
 
+    # The sync service: the nodes reach this machine's redis over their route to it
+    # (here QEMU's user network: the address the VMs see the host at), with the input
+    # the handoff put in their initrd (0600, never on the command line).
+    sync_file = on_node(built_g5k, "node1", "stat -c %a /etc/nxc/sync; cat /etc/nxc/sync")
+    mode, *assignments = sync_file.splitlines()
+    assert mode == "600" and any(a.startswith("NXC_SYNC_") for a in assignments)
+    assert "NXC_SYNC" not in on_node(built_g5k, "node1", "cat /proc/cmdline")
+    for name in ("node1", "node2"):
+        on_node(
+            built_g5k, name,
+            "nohup sh -c 'nxc-sync signal-and-wait g5k-meet 2 > /tmp/meet.seq && "
+            "nxc-sync signal g5k-released' >/dev/null 2>&1 &",
+        )  # fmt: skip
+    with running(Project(built_g5k)).sync().client("test") as client:
+        client.barrier("g5k-released", 2, timeout=120)
+        arrived = client.arrivals("g5k-meet")
+        released = client.arrivals("g5k-released")
+    assert sorted(who for who, _ in arrived) == ["node1", "node2"]
+    assert all(t >= max(t for _, t in arrived) for _, t in released)
+    seqs = sorted(int(on_node(built_g5k, n, "cat /tmp/meet.seq")) for n in ("node1", "node2"))
+    assert seqs == [1, 2]
+
     test = run_nxc("driver", "-t", cwd=built_g5k, env=env, timeout=600)
     assert test.returncode == 0, test.stdout + test.stderr
     assert "testScript: PASSED" in test.stdout + test.stderr

@@ -71,8 +71,11 @@ def node_archive(
     host_key: bytes,
     site_net: Sequence[str],
     initrd_size: int,
+    private: Mapping[str, Path] | None = None,
 ) -> bytes:
-    """Zero padding that aligns the archive after the role's initrd, then the archive."""
+    """Zero padding that aligns the archive after the role's initrd, then the archive.
+    ``private``: more private input files of the node (name → file, e.g. ``sync``),
+    0600 in the archive like the host key."""
     from nxc.runtime.node_inputs import render
 
     files = render(deployment, target.name).files
@@ -82,6 +85,8 @@ def node_archive(
         entries.append(
             Entry(f"{INPUT_DIR}/{SITE_NET}", 0o644, ("\n".join(site_net) + "\n").encode())
         )
+    for name, path in sorted((private or {}).items()):
+        entries.append(Entry(f"{INPUT_DIR}/{name}", 0o600, path.read_bytes()))
     entries.append(Entry(f"{INPUT_DIR}/{HOST_KEY}", 0o600, host_key))
     pad = b"\0" * ((512 - initrd_size % 512) % 512)
     return pad + newc_archive(entries)
@@ -129,7 +134,9 @@ class Handoff:
         work_dir: Path,
         console: Callable[[str], str] | None = None,
         step_timeout: float = 300.0,
+        private: Mapping[str, Mapping[str, Path]] | None = None,
     ) -> None:
+        self.private = private or {}
         self.work_dir = work_dir
         self.deployment = deployment
         self.targets = list(targets)
@@ -196,6 +203,7 @@ class Handoff:
                 self.host_keys[target.name].read_bytes(),
                 site_net.get(target.name, ()),
                 target.initrd.stat().st_size,
+                self.private.get(target.name),
             )
             local = _private_temp(archive, self.work_dir)
             try:

@@ -37,7 +37,13 @@ from nxc.g5k import JobRef, Reserver
 from nxc.g5k.errors import G5kError
 from nxc.ledger import Kind, Resource
 from nxc.project import Project
-from nxc.runtime.contract import PartialStart, Progress, RuntimeBase, RuntimeContext
+from nxc.runtime.contract import (
+    HostService,
+    PartialStart,
+    Progress,
+    RuntimeBase,
+    RuntimeContext,
+)
 from nxc.runtime.memory import boot_memory_mb
 from nxc.runtime.options import FlavourOptions, Option
 from nxc.transports.ssh import SshFleet, SshSettings, resolve
@@ -181,10 +187,17 @@ class G5kRuntimeBase(RuntimeBase):
         if not facts:
             raise StartError(_failure_text("no node could be prepared", reserved.fqdn, errors))
         resolver = std_settings(settings, retry_for=0)
+        reach: dict[str, Any] = {"listen": [], "nodes": {}, "jump": None}
         nodes = []
         for node in reserved.deployment.nodes:
             fqdn = reserved.fqdn[node.name]
             entry = state["nodes"][node.name]
+            # Every node gets its endpoint (and so its known_hosts line), failed ones too:
+            # --retry-failed reaches them as their role with the same keys.
+            where = resolve(fqdn, resolver)
+            node = replace(
+                node, ssh_host=where.host, ssh_port=where.port if where.port != 22 else None
+            )
             node_facts = facts.get(node.name)
             if node_facts is None:
                 entry.update(state="failed", error=errors.get(node.name, "not prepared"))
@@ -196,16 +209,10 @@ class G5kRuntimeBase(RuntimeBase):
                 entry.update(state="failed", error=str(exc))
                 nodes.append(node)
                 continue
-            where = resolve(fqdn, resolver)
+            _note_reach(reach, node.name, where.host, where.jump, node_facts)
             entry.update(state="prepared", facts=facts_to_state(node_facts), nic=nic.device)
-            nodes.append(
-                replace(
-                    node,
-                    mac=nic.mac,
-                    ssh_host=where.host,
-                    ssh_port=where.port if where.port != 22 else None,
-                )
-            )
+            nodes.append(replace(node, mac=nic.mac))
+        state["reach"] = reach
         ctx.state.save(state)
         return replace(reserved.deployment, nodes=nodes)
 
@@ -215,6 +222,55 @@ class G5kRuntimeBase(RuntimeBase):
         path = project.current_dir / "ssh_config"
         path.write_text("".join(f"{line}\n" for line in lines) or "# no ssh config\n")
         path.chmod(0o600)
+
+    # -- host services (the sync service) -------------------------------------------------
+
+    def service_address(self, ctx: RuntimeContext, deployment: Deployment) -> str | None:
+        """Where nxc's services listen for the nodes: this machine's address on its route
+        to them (the source of its ssh connections; on the rehearsal testbed, loopback,
+        which QEMU's user network forwards the nodes to)."""
+        reach = ctx.state.load().get("reach") or {}
+        if reach.get("jump"):
+            roles = sorted(
+                {n.role for n in deployment.nodes if ctx.manifest.roles[n.role].start_after}
+            )
+            if roles:
+                raise StartError(
+                    f"role(s) {', '.join(roles)} have start_after, but the nodes are reached "
+                    f"through the jump host {reach['jump']} and cannot reach the sync service "
+                    "on this machine: run nxc on the site's frontend"
+                )
+            ctx.say(
+                f"the nodes are reached through {reach['jump']}: they cannot reach the sync "
+                "service on this machine (run nxc on the site's frontend to use it)"
+            )
+            return "127.0.0.1"  # the host side only; the nodes get no sync input
+        listen = list(reach.get("listen") or [])
+        if not listen:
+            raise StartError(
+                "cannot tell this machine's address on its route to the nodes "
+                "(needed by the nodes to reach the sync service)"
+            )
+        # One address on the route to every node; nodes behind several routes (multi-homed
+        # frontend): every address (the service's ACL password still guards it).
+        return listen[0] if len(listen) == 1 else "0.0.0.0"
+
+    def node_endpoint(
+        self, ctx: RuntimeContext, deployment: Deployment, node: str, service: HostService
+    ) -> tuple[str, int]:
+        if service.tcp is None:
+            raise StateError(f"the {service.name} service has no TCP listener")
+        reach = ctx.state.load().get("reach") or {}
+        seen = reach.get("nodes") or {}
+        # a node that failed before its probe: where the others see this machine
+        address = seen.get(node) or next(iter(seen.values()), "") or service.tcp[0]
+        return address, service.tcp[1]
+
+    def _private_inputs(self, ctx: RuntimeContext, state: Mapping[str, Any]) -> dict[str, Any]:
+        """Per node, the private inputs to hand over besides the host key (``sync``)."""
+        if (state.get("reach") or {}).get("jump"):
+            return {}  # the nodes cannot reach nxc's services (see service_address)
+        return {name: dict(files) for name, files in ctx.node_inputs.items()}
 
     # -- launch / relaunch ------------------------------------------------------------------
 
@@ -247,6 +303,8 @@ class G5kRuntimeBase(RuntimeBase):
                 continue
             nic = facts[node.name].experiment_nic(ctx.options.get("experiment-nic"))
             entry.update(state="prepared", facts=facts_to_state(facts[node.name]), error=None)
+            if facts[node.name].client and "reach" in state:
+                state["reach"]["nodes"][node.name] = facts[node.name].client
             nodes.append(replace(node, mac=nic.mac))
         ctx.state.save(state)
         deployment = replace(deployment, nodes=nodes)
@@ -298,6 +356,7 @@ class G5kRuntimeBase(RuntimeBase):
             say=ctx.say,
             shared_dir=self.shared_dir(ctx),
             work_dir=ctx.runtime_dir,
+            private=self._private_inputs(ctx, state),
             console=lambda fqdn: console_tail(consoles, fqdn),
         )
         try:
@@ -450,6 +509,33 @@ class G5kRuntimeBase(RuntimeBase):
 
     def release(self, project: Project, progress: Progress) -> list[str]:
         return []
+
+
+def _note_reach(
+    reach: dict[str, Any], name: str, host: str, jump: str | None, facts: NodeFacts
+) -> None:
+    """Record how ``name`` and this machine reach each other (``service_address``)."""
+    if jump:
+        reach["jump"] = jump
+        return
+    source = _source_address(host)
+    if source and source not in reach["listen"]:
+        reach["listen"].append(source)
+    if facts.client:
+        reach["nodes"][name] = facts.client
+
+
+def _source_address(host: str) -> str | None:
+    """This machine's address on its route to ``host`` (no packet is sent)."""
+    import socket
+
+    try:
+        family, _kind, _proto, _name, address = socket.getaddrinfo(host, 22, socket.AF_INET)[0]
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.connect(address)
+            return str(probe.getsockname()[0])
+    except OSError:
+        return None
 
 
 def _failure_text(head: str, fqdns: Mapping[str, str], failed: Mapping[str, str]) -> str:

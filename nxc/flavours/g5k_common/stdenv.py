@@ -20,6 +20,8 @@ echo "boot $(cat /proc/sys/kernel/random/boot_id)"
 echo "arch $(uname -m)"
 echo "cmdline $(cat /proc/cmdline)"
 echo "mem $(awk '/^MemTotal:/ { print $2 }' /proc/meminfo)"
+# the address this node sees nxc's connection come from (where it reaches nxc's services)
+echo "client ${SSH_CONNECTION%% *}"
 r=$(ip -o -4 route show default 2>/dev/null | head -n 1)
 [ -z "$r" ] || echo "route $r"
 for d in /sys/class/net/*; do
@@ -56,6 +58,7 @@ class NodeFacts:
     sudo: str | None = None
     cmdline: str = ""
     mem_kb: int = 0  # MemTotal
+    client: str = ""  # where nxc's ssh connection comes from, as the node sees it
 
     @property
     def root_prefix(self) -> str:
@@ -130,7 +133,16 @@ def parse_probe(fqdn: str, text: str) -> NodeFacts:
         sudo=values.get("sudo"),
         cmdline=values.get("cmdline", ""),
         mem_kb=int(values["mem"]) if values.get("mem", "").isdigit() else 0,
+        client=values.get("client", "") if _is_address(values.get("client", "")) else "",
     )
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _is_cidr(text: str) -> bool:
