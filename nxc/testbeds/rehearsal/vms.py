@@ -1,8 +1,10 @@
 """The rehearsal's nodes: one QEMU VM per Grid'5000 node, booted from the
 standard-environment image, with two NICs: the *site* NIC on a VDE switch shared by
 all nodes (the MAC and address the reference API lists for the node: the experiment
-runs there) and a user-mode NIC that only forwards the node's ssh port on 127.0.0.1
-(standing for the frontend's route to the node). Without ``-no-reboot``: a node
+runs there) and a user-mode NIC that forwards the node's ssh port on 127.0.0.1 and
+lets the node reach this machine at 10.0.2.2 (QEMU's address for the host's loopback):
+the frontend's route to the node and back, which nxc's services (the sync service)
+use as they would on Grid'5000. Without ``-no-reboot``: a node
 that panics or reboots comes back in its standard environment, as a real node would.
 
 The QEMU pieces (accelerator, option quoting, VDE switch, QMP, console tail) are the
@@ -57,7 +59,8 @@ def vm_argv(
         *fw("mgmt_addr", MGMT_ADDRESS),
         "-netdev", f"vde,id=site,sock={opt(layout.switch)}",
         "-device", f"virtio-net-pci,netdev=site,mac={spec.site_mac}",
-        "-netdev", f"user,id=mgmt,restrict=on,hostfwd=tcp:127.0.0.1:{spec.ssh_port}-:22",
+        # Not restrict=on: the node must reach nxc on the host (10.0.2.2 is its loopback).
+        "-netdev", f"user,id=mgmt,hostfwd=tcp:127.0.0.1:{spec.ssh_port}-:22",
         "-device", f"virtio-net-pci,netdev=mgmt,mac={spec.mgmt_mac}",
         "-qmp", f"unix:{opt(layout.qmp(spec.short))},server=on,wait=off",
     ]  # fmt: skip
