@@ -108,8 +108,8 @@ def test_ramdisk_end_to_end(rehearsal: Rehearsal, built_g5k: Path, tmp_path: Pat
     for name in ("node1", "node2"):
         on_node(
             built_g5k, name,
-            "nohup sh -c 'nxc-sync signal-and-wait g5k-meet 2 > /tmp/meet.seq && "
-            "nxc-sync signal g5k-released' >/dev/null 2>&1 &",
+            "sh -c 'nxc-sync signal-and-wait g5k-meet 2 > /tmp/meet.seq && "
+            "nxc-sync signal g5k-released' </dev/null >/dev/null 2>&1 &",
         )  # fmt: skip
     with running(Project(built_g5k)).sync().client("test") as client:
         client.barrier("g5k-released", 2, timeout=120)
