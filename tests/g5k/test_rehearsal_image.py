@@ -37,7 +37,7 @@ def deployments(testbed: Rehearsal) -> list[dict[str, Any]]:
     return list(testbed.control("state")["deployments"])
 
 
-def test_image_end_to_end(rehearsal: Rehearsal, built_g5k: Path) -> None:
+def test_image_end_to_end(rehearsal: Rehearsal, built_g5k: Path, tmp_path: Path) -> None:
     env = rehearsal.env
     before = {d["uid"] for d in deployments(rehearsal)}
     # start -t: the testScript right after the deployment, in the same command
@@ -65,6 +65,15 @@ def test_image_end_to_end(rehearsal: Rehearsal, built_g5k: Path) -> None:
         assert entry["facts"]["uid"] == 0
         assert entry["boot_id"] != entry["facts"]["boot_id"]
         assert on_node(built_g5k, name, "cat /etc/nxc/node").strip() == name
+    # netem in the deployed nodes too, on their site NIC (the deployment's interface)
+    topology = tmp_path / "topology.yaml"
+    topology.write_text(
+        "nxc_topology: 1\nconstraints:\n  - {from: node1, to: node3, delay: 40ms}\n"
+    )
+    applied = run_nxc("netem", "apply", str(topology), cwd=built_g5k, env=env, timeout=300)
+    assert applied.returncode == 0, applied.stderr
+    tc = on_node(built_g5k, "node1", "/usr/sbin/tc qdisc show dev nxc0")
+    assert "netem" in tc and "delay 40ms" in tc
     runtime_dir = Path(state["runtime_dir"])
     stopped = run_nxc("stop", cwd=built_g5k, env=env, timeout=300)
     assert stopped.returncode == 0, stopped.stderr
