@@ -159,9 +159,10 @@ class Backdoor:
         self.transport = BackdoorTransport(self.socket, "pty-node", connect_timeout=5)
         self.pids: list[int] = []  # processes the commands started, killed at the end
 
-    def pid(self, name: str) -> int:
+    def pid(self, name: str, timeout: float = 30.0) -> int:
         path = self.dir / name
-        wait_for(lambda: path.exists() and path.read_text().strip(), f"{path}")
+        # (generous: under a loaded machine a shell or a command may take a while to start)
+        wait_for(lambda: path.exists() and path.read_text().strip(), f"{path}", timeout)
         pid = int(path.read_text())
         self.pids.append(pid)
         return pid
