@@ -30,8 +30,14 @@ from nxc.flavours.docker.daemon import Daemon
 from nxc.flavours.docker.images import ImageSpec, ensure_image, has_image, image_ref
 from nxc.flavours.docker.kinds import KINDS
 from nxc.flavours.docker.management import Management, create_network, start_relay
-from nxc.flavours.docker.node import DOCKER_FIRST_NIC, EXEC_PATH, DockerNode, wait_all_ready
-from nxc.fsutil import atomic_write
+from nxc.flavours.docker.node import (
+    DOCKER_FIRST_NIC,
+    EXEC_PATH,
+    SCRATCH_TMPFS,
+    DockerNode,
+    wait_all_ready,
+)
+from nxc.fsutil import atomic_write, private_dir
 from nxc.ledger import Kind, Resource, process_start_time
 from nxc.parallel import each, fan_out
 from nxc.project import OWNED_MARK, Project, runtime_base_dir
@@ -57,6 +63,19 @@ TMPFS = {
     "/run/lock": "rw,nosuid,nodev,noexec,mode=1777",
     "/tmp": "rw,nosuid,nodev,mode=1777",
 }
+
+
+# /tmp without a memory limit of the node: a size that cannot starve the host.
+SCRATCH_DEFAULT_MIB = 256
+
+
+def _tmpfs(memory_mib: int | None) -> dict[str, str]:
+    """The tmpfs mounts of a node; /tmp (what disk_full may fill) sized at a quarter of
+    its memory, so that filling it leaves the node's programs room to run."""
+    mounts = dict(TMPFS)
+    size = max(1, memory_mib // 4) if memory_mib else SCRATCH_DEFAULT_MIB
+    mounts[SCRATCH_TMPFS] += f",size={size}m"
+    return mounts
 
 
 def project_key(project: Project) -> str:
@@ -514,7 +533,7 @@ class DockerRuntime(RuntimeBase):
         privileged = wanted == "yes" or (wanted == "auto" and ctx.manifest.image_kind == "nixos")
         host_config = api.create_host_config(
             binds=binds,
-            tmpfs=dict(TMPFS),
+            tmpfs=_tmpfs(memory),
             privileged=privileged,
             cap_add=None if privileged else ["NET_ADMIN"],
             mem_limit=f"{memory}m" if memory else None,
@@ -613,6 +632,8 @@ class DockerRuntime(RuntimeBase):
             return []
         from docker.errors import NotFound
 
+        _save_console_logs(api, state, {n: e for n, e in state["nodes"].items()
+                                        if e["container"] in names}, progress)  # fmt: skip
         progress(f"removing {len(names)} containers")
 
         def remove(name: str) -> str | None:
@@ -713,6 +734,45 @@ class DockerRuntime(RuntimeBase):
             _runtime, state, daemon = self._load(project)
             return {"dockerd": daemon.describe(), "network": str(state["network"])}
         return {}
+
+
+CONSOLE_LOG_MAX = 16 * 1024 * 1024
+
+
+def _save_console_logs(
+    api: Any, state: dict[str, Any], nodes: dict[str, Any], progress: Progress
+) -> None:
+    """Before the containers go: each one's log (its console: every boot, with Docker's
+    timestamps) in the run record's ``nodes/``, named in run.json as the VMs' are.
+    Best effort: a record must never block a stop."""
+    run_dir = Path(str(state.get("run_dir") or ""))
+    if not state.get("run_dir") or not (run_dir / "run.json").is_file():
+        return
+    from docker.errors import DockerException
+
+    progress("saving the containers' logs in the run record")
+    saved: dict[str, str] = {}
+    for name, entry in nodes.items():
+        try:
+            raw = api.logs(entry["container"], timestamps=True)
+        except (DockerException, KeyError, TypeError):
+            continue
+        if len(raw) > CONSOLE_LOG_MAX:
+            raw = b"[... start cut: the log was longer than 16 MiB]\n" + raw[-CONSOLE_LOG_MAX:]
+        with contextlib.suppress(NxcError, OSError):
+            atomic_write(private_dir(run_dir / "nodes") / f"{name}.console.log",
+                         raw.replace(b"\r", b""))  # fmt: skip
+            saved[name] = f"nodes/{name}.console.log"
+    if not saved:
+        return
+    from nxc.runs import RunRecord
+
+    with contextlib.suppress(NxcError, OSError):
+        record = RunRecord(run_dir)
+        logs = dict(record.load().get("logs") or {})
+        for name, path in saved.items():
+            logs[name] = {**dict(logs.get(name) or {}), "console": path}
+        record.update(logs=logs)
 
 
 def _create_in_flight(api: Any, name: str, image: str | None) -> bool:
