@@ -160,6 +160,17 @@ def test_stop_with_a_lost_ledger(
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
     assert not Project(project).current_dir.exists()
     assert not Path(state["runtime_dir"]).exists()
+    # No process of that deployment left (the sync relay, the sync service...).
+    needle = state["runtime_dir"].encode()
+    left = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if needle in (entry / "cmdline").read_bytes():
+                    left.append(entry.name)
+            except OSError:
+                continue
+    assert left == [], left
     if dockerd == "user":
         assert _labelled(isolated_dockerd, project) == []
     else:

@@ -675,16 +675,23 @@ class DockerRuntime(RuntimeBase):
         if daemon is not None and not daemon.private:
             objects = self._labelled(project, daemon)
         known = {r.ident for r in daemons_found if r.kind == "dockerd"}
+        relays: list[Resource] = []
         for directory in _marked_runtime_dirs(project):
             directories.append(Resource("path", str(directory), "runtime directory"))
+            for pid in _processes_under(directory, {"socat"}):
+                relays.append(
+                    Resource("process", str(pid), "host service relay (socat)",
+                             process_start_time(pid))
+                )  # fmt: skip
             root = directory / "docker"
-            for pid in _dockerds_under(root):
+            for pid in _processes_under(root, {"dockerd"}):
                 if str(pid) not in known:
                     daemons_found.append(
                         Resource("dockerd", str(pid), f"dockerd of {root}",
                                  process_start_time(pid), {"root": str(root)}, FLAVOUR)
                     )  # fmt: skip
-        return directories + daemons_found + objects
+        # The relays came after the networks: released (backwards) first.
+        return directories + daemons_found + objects + relays
 
     def _labelled(self, project: Project, daemon: Daemon) -> list[Resource]:
         try:
@@ -824,8 +831,9 @@ def _marked_runtime_dirs(project: Project) -> list[Path]:
     return found
 
 
-def _dockerds_under(root: Path) -> list[int]:
-    """dockerd processes whose argv names ``root`` (only a private daemon of nxc's)."""
+def _processes_under(root: Path, names: set[str]) -> list[int]:
+    """Processes called one of ``names`` whose argv names ``root`` (a private daemon, a
+    relay to a socket of that runtime directory: only nxc's own)."""
     needle = str(root).encode()
     found = []
     for entry in Path("/proc").iterdir():
@@ -835,7 +843,7 @@ def _dockerds_under(root: Path) -> list[int]:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        named = argv and Path(argv[0].decode(errors="replace")).name == "dockerd"
+        named = argv and Path(argv[0].decode(errors="replace")).name in names
         if named and any(needle in arg for arg in argv[1:]):
             found.append(int(entry.name))
     return found
