@@ -155,6 +155,11 @@ def test_stop_with_a_lost_ledger(
     )
     assert result.returncode == 0, result.stderr
     state = json.loads(Project(project).runtime_file.read_text())["state"]
+    # The test's "user" daemon lives in a network namespace of its own: no relay can
+    # reach its management network from here, and nxc says so instead of failing.
+    warned = "warning: containers get no sync service" in result.stdout + result.stderr
+    assert warned == (dockerd == "user"), result.stdout + result.stderr
+    assert bool(state["management"]["relay"]) == (dockerd == "private")
     Project(project).ledger.path.unlink()
     stopped = run_nxc("stop", cwd=project, env=env)
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
