@@ -197,6 +197,7 @@ class Injector:
                 raise FaultError(f"a fault with id {fault_id!r} is already active")
             fault = Fault(kind, names, dict(params), fault_id)
             the_plan = plan(fault, self.deployment, self.rng)
+            self._check_nodes_take(fault)
             self._busy.add(fault_id)
         try:
             active = ActiveFault(fault, the_plan, self)
@@ -269,6 +270,21 @@ class Injector:
         return self.heal_all()
 
     # -- execution ----------------------------------------------------------------------
+
+    def _check_nodes_take(self, fault: Fault) -> None:
+        """Refuse, before touching anything, a fault that a node's flavour says it
+        cannot take safely: a node control may define ``refuse_fault(kind, params)``
+        returning why not (a container shares the host's clock...), or None."""
+        for name in fault.nodes:
+            machine = self.machines.get(name)
+            control = getattr(machine, "control", None) if machine is not None else None
+            refuse = getattr(control, "refuse_fault", None)
+            if not callable(refuse):
+                continue
+            reason = refuse(fault.kind, dict(fault.params))
+            if reason:
+                flavour = getattr(control, "flavour", "?")
+                raise FaultError(f"{name}: {fault.kind} is refused on flavour {flavour}: {reason}")
 
     def _machine(self, name: str) -> Machine:
         try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import posixpath
 import shlex
 import threading
 import time
@@ -35,6 +36,10 @@ EXEC_PATH = (
     "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 )
 STOP_TIMEOUT = 10
+# The one file system of a container that a disk_full fault may fill: a tmpfs the
+# runtime sizes at a quarter of the node's memory. Anything else (the image's layer,
+# volumes) is on the host's disk.
+SCRATCH_TMPFS = "/tmp"
 
 # The agent renames the experiment NIC (Docker's eth0) to the deployment's interface
 # name. Docker still knows it by its own name, and a disconnection only removes the
@@ -382,6 +387,26 @@ class DockerNode:
 
     def resume(self) -> None:
         self._call("resuming the container", "unpause")
+
+    def refuse_fault(self, kind: str, params: dict[str, Any]) -> str | None:
+        """Why this container must not take fault ``kind`` (None: it may), for the
+        fault injector: a container is a group of the host's own processes."""
+        if kind == "clock_skew":
+            return (
+                "a container shares the host kernel's clock, so setting it would move the "
+                "host's clock (or fail without CAP_SYS_TIME); skew clocks on VMs (vm-ramdisk) "
+                "or run the program under libfaketime"
+            )
+        if kind == "disk_full":
+            path = str(params.get("path", ""))
+            normal = posixpath.normpath(path) if path.startswith("/") else path
+            if normal != SCRATCH_TMPFS and not normal.startswith(SCRATCH_TMPFS + "/"):
+                return (
+                    f"{path} is on the container's image layer or a volume, on the host's "
+                    "disk: filling it would fill the host's file system; fill "
+                    f"{SCRATCH_TMPFS} (a tmpfs of the container, a quarter of its memory)"
+                )
+        return None
 
     def console_tail(self, lines: int = 20) -> str:
         from docker.errors import APIError

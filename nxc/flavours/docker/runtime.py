@@ -29,12 +29,26 @@ from nxc.flavours.docker import daemon as daemons
 from nxc.flavours.docker.daemon import Daemon
 from nxc.flavours.docker.images import ImageSpec, ensure_image, has_image, image_ref
 from nxc.flavours.docker.kinds import KINDS
-from nxc.flavours.docker.node import DOCKER_FIRST_NIC, EXEC_PATH, DockerNode, wait_all_ready
+from nxc.flavours.docker.management import Management, create_network, start_relay
+from nxc.flavours.docker.node import (
+    DOCKER_FIRST_NIC,
+    EXEC_PATH,
+    SCRATCH_TMPFS,
+    DockerNode,
+    wait_all_ready,
+)
+from nxc.fsutil import atomic_write, private_dir
 from nxc.ledger import Kind, Resource, process_start_time
 from nxc.parallel import each, fan_out
 from nxc.project import OWNED_MARK, Project, runtime_base_dir
 from nxc.runtime import node_inputs
-from nxc.runtime.contract import Progress, RuntimeBase, RuntimeContext, RuntimeState
+from nxc.runtime.contract import (
+    HostService,
+    Progress,
+    RuntimeBase,
+    RuntimeContext,
+    RuntimeState,
+)
 from nxc.runtime.options import FlavourOptions, Option
 from nxc.wait import Attempt, PollExpired, poll
 
@@ -49,6 +63,19 @@ TMPFS = {
     "/run/lock": "rw,nosuid,nodev,noexec,mode=1777",
     "/tmp": "rw,nosuid,nodev,mode=1777",
 }
+
+
+# /tmp without a memory limit of the node: a size that cannot starve the host.
+SCRATCH_DEFAULT_MIB = 256
+
+
+def _tmpfs(memory_mib: int | None) -> dict[str, str]:
+    """The tmpfs mounts of a node; /tmp (what disk_full may fill) sized at a quarter of
+    its memory, so that filling it leaves the node's programs room to run."""
+    mounts = dict(TMPFS)
+    size = max(1, memory_mib // 4) if memory_mib else SCRATCH_DEFAULT_MIB
+    mounts[SCRATCH_TMPFS] += f",size={size}m"
+    return mounts
 
 
 def project_key(project: Project) -> str:
@@ -97,6 +124,28 @@ def _volume_binds(
                 api.create_volume(source, labels=labels)
         binds[source] = {"bind": target, "mode": mode}
     return binds
+
+
+# What the run record keeps of the daemon (a whitelist: `docker info` also holds the
+# host's name, ids, registry settings and paths).
+_INFO_FACTS = (
+    "ServerVersion", "OperatingSystem", "KernelVersion", "Architecture", "NCPU", "MemTotal",
+    "Driver", "CgroupDriver", "CgroupVersion", "DefaultRuntime", "Isolation",
+)  # fmt: skip
+
+
+def _daemon_facts(api: Any) -> dict[str, Any]:
+    """The daemon's versions and the facts that change how containers behave."""
+    facts: dict[str, Any] = {}
+    with contextlib.suppress(Exception):
+        version = api.version()
+        facts["api_version"] = version.get("ApiVersion")
+        facts["git_commit"] = version.get("GitCommit")
+    with contextlib.suppress(Exception):
+        info = api.info()
+        facts.update({key: info[key] for key in _INFO_FACTS if key in info})
+        facts["runtimes"] = sorted((info.get("Runtimes") or {}).keys())
+    return facts
 
 
 def _port_bindings(specs: list[str], role: str) -> tuple[list[Any], dict[str, Any]]:
@@ -195,19 +244,63 @@ class DockerRuntime(RuntimeBase):
                 "deployment": deployment.id,
                 "network": network,
                 "runtime_dir": str(ctx.runtime_dir),
+                "run_dir": str(ctx.run_dir),
                 "nodes": {},
             }
         )
         api = daemons.client(daemon.url).api
+        ctx.facts["docker"] = _daemon_facts(api)
         used = sorted({n.role for n in deployment.nodes})
         self._images(ctx, api, daemon, list(self._specs(ctx.manifest, used).values()))
         bridge = self._network(ctx, api, daemon, deployment, network)
+        management = self._management(ctx, api, daemon, deployment)
+        ctx.state.update(lambda state: state.update(management=management.to_dict()))
         if bridge is None:
             return deployment
         # The user's daemon runs here: its bridge is in this network namespace, and the
         # containers' sshd is reachable at their addresses.
         nodes = [replace(n, ssh_host=n.ipv4.split("/")[0], ssh_port=22) for n in deployment.nodes]
         return replace(deployment, nodes=nodes)
+
+    def _management(
+        self, ctx: RuntimeContext, api: Any, daemon: Daemon, deployment: Deployment
+    ) -> Management:
+        """The management network (host services reach containers there, see
+        :mod:`nxc.flavours.docker.management`)."""
+        name = f"nxc-{deployment.id}-mgmt"
+        self._record(ctx, daemon)(
+            "docker-network", name, "management network", deployment=deployment.id
+        )
+        management = create_network(
+            api, name, _labels(ctx.project, deployment.id), daemon.netns if daemon.private else None
+        )
+        if not management.relay:
+            ctx.say(f"warning: containers get no sync service: {management.why}")
+        return management
+
+    # -- host services ----------------------------------------------------------------
+
+    def service_address(self, ctx: RuntimeContext, deployment: Deployment) -> str | None:
+        # No TCP listener on the host: a relay on the management network's gateway
+        # forwards to the service's unix socket (see flavours/docker/management.py).
+        return None
+
+    def node_endpoint(
+        self, ctx: RuntimeContext, deployment: Deployment, node: str, service: HostService
+    ) -> tuple[str, int]:
+        state = ctx.state.load()
+        management = Management.from_dict(state["management"])
+        if not management.relay:
+            return management.gateway, 0  # not handed to the nodes (launch says why)
+        relays = state.setdefault("relays", {})
+        if service.name not in relays:
+            log = ctx.run_dir / f"{service.name}-relay.log"
+            port = start_relay(management, service.unix_socket, ctx.ledger, service.name, log)
+            ctx.state.update(lambda saved: saved.setdefault("relays", {}).update(
+                {service.name: port}
+            ))  # fmt: skip
+            relays[service.name] = port
+        return management.gateway, int(relays[service.name])
 
     def _record(self, ctx: RuntimeContext, daemon: Daemon) -> Any:
         def record(kind: str, ident: str, description: str, **extra: Any) -> Resource:
@@ -290,13 +383,17 @@ class DockerRuntime(RuntimeBase):
         api = client.api
         record = self._record(ctx, daemon)
         specs = self._specs(ctx.manifest, sorted({n.role for n in deployment.nodes}))
+        management = Management.from_dict(state["management"])
+        private_inputs = ctx.node_inputs if management.relay else {}
         inputs = ctx.runtime_dir / "inputs"
         inputs.mkdir(mode=0o700, exist_ok=True)
         nodes: list[tuple[Node, DockerNode, dict[str, Any]]] = []
         for node in deployment.nodes:
             role = ctx.manifest.roles[node.role]
             spec = specs[node.role]
-            directory = self._write_inputs(ctx, inputs, node, deployment)
+            directory = self._write_inputs(
+                ctx, inputs, node, deployment, private_inputs.get(node.name, {})
+            )
             container = f"nxc-{deployment.id}-{node.name}"
             environment = self._environment(deployment, node)
             # With their prefix lengths: unblock gives the NIC back its addresses.
@@ -333,6 +430,7 @@ class DockerRuntime(RuntimeBase):
             node, control, create = item
             record("docker-container", control.container, f"container of {node.name}")
             self._create(api, node, create)
+            self._connect_management(api, node, control.container, management)
             control.boot(since=None)
 
         ctx.say(f"starting {len(nodes)} containers")
@@ -357,8 +455,24 @@ class DockerRuntime(RuntimeBase):
             ) from None
 
     @staticmethod
+    def _connect_management(api: Any, node: Node, container: str, management: Management) -> None:
+        from docker.errors import APIError
+
+        try:
+            api.connect_container_to_network(container, management.network)
+        except APIError as exc:
+            raise StartError(
+                f"{node.name}: cannot connect it to the management network "
+                f"{management.network}: {exc.explanation or exc}"
+            ) from None
+
+    @staticmethod
     def _write_inputs(
-        ctx: RuntimeContext, inputs: Path, node: Node, deployment: Deployment
+        ctx: RuntimeContext,
+        inputs: Path,
+        node: Node,
+        deployment: Deployment,
+        private: dict[str, Path],
     ) -> Path:
         # The agent finds them at /nxc-input (Contract 3) and reads no kernel command line
         # there (the host's). The private host key stays readable by the container's root
@@ -369,6 +483,10 @@ class DockerRuntime(RuntimeBase):
         )
         (directory / "agent.env").write_text('NXC_AGENT_ARGS="--cmdline -"\n')
         (directory / "agent.env").chmod(0o644)
+        # The node's private inputs besides its host key (sync: the service's endpoint
+        # and the deployment's token): 0600 like the host key, root of the node only.
+        for name, source in private.items():
+            atomic_write(directory / name, source.read_bytes(), 0o600)
         directory.chmod(0o755)
         return directory
 
@@ -383,6 +501,8 @@ class DockerRuntime(RuntimeBase):
             "NXC_INDEX": str(node.index),
             "NXC_REPLICAS": str(deployment.roles.get(node.role, 0)),
             "NXC_DEPLOYMENT_ID": deployment.id,
+            # /proc shows the host's CPU and memory: nxc-metrics reads the cgroup.
+            "NXC_METRICS_MODE": "container",
         }
 
     def _create_args(
@@ -413,7 +533,7 @@ class DockerRuntime(RuntimeBase):
         privileged = wanted == "yes" or (wanted == "auto" and ctx.manifest.image_kind == "nixos")
         host_config = api.create_host_config(
             binds=binds,
-            tmpfs=dict(TMPFS),
+            tmpfs=_tmpfs(memory),
             privileged=privileged,
             cap_add=None if privileged else ["NET_ADMIN"],
             mem_limit=f"{memory}m" if memory else None,
@@ -512,6 +632,8 @@ class DockerRuntime(RuntimeBase):
             return []
         from docker.errors import NotFound
 
+        _save_console_logs(api, state, {n: e for n, e in state["nodes"].items()
+                                        if e["container"] in names}, progress)  # fmt: skip
         progress(f"removing {len(names)} containers")
 
         def remove(name: str) -> str | None:
@@ -553,16 +675,23 @@ class DockerRuntime(RuntimeBase):
         if daemon is not None and not daemon.private:
             objects = self._labelled(project, daemon)
         known = {r.ident for r in daemons_found if r.kind == "dockerd"}
+        relays: list[Resource] = []
         for directory in _marked_runtime_dirs(project):
             directories.append(Resource("path", str(directory), "runtime directory"))
+            for pid in _processes_under(directory, {"socat"}):
+                relays.append(
+                    Resource("process", str(pid), "host service relay (socat)",
+                             process_start_time(pid))
+                )  # fmt: skip
             root = directory / "docker"
-            for pid in _dockerds_under(root):
+            for pid in _processes_under(root, {"dockerd"}):
                 if str(pid) not in known:
                     daemons_found.append(
                         Resource("dockerd", str(pid), f"dockerd of {root}",
                                  process_start_time(pid), {"root": str(root)}, FLAVOUR)
                     )  # fmt: skip
-        return directories + daemons_found + objects
+        # The relays came after the networks: released (backwards) first.
+        return directories + daemons_found + objects + relays
 
     def _labelled(self, project: Project, daemon: Daemon) -> list[Resource]:
         try:
@@ -614,6 +743,45 @@ class DockerRuntime(RuntimeBase):
         return {}
 
 
+CONSOLE_LOG_MAX = 16 * 1024 * 1024
+
+
+def _save_console_logs(
+    api: Any, state: dict[str, Any], nodes: dict[str, Any], progress: Progress
+) -> None:
+    """Before the containers go: each one's log (its console: every boot, with Docker's
+    timestamps) in the run record's ``nodes/``, named in run.json as the VMs' are.
+    Best effort: a record must never block a stop."""
+    run_dir = Path(str(state.get("run_dir") or ""))
+    if not state.get("run_dir") or not (run_dir / "run.json").is_file():
+        return
+    from docker.errors import DockerException
+
+    progress("saving the containers' logs in the run record")
+    saved: dict[str, str] = {}
+    for name, entry in nodes.items():
+        try:
+            raw = api.logs(entry["container"], timestamps=True)
+        except (DockerException, KeyError, TypeError):
+            continue
+        if len(raw) > CONSOLE_LOG_MAX:
+            raw = b"[... start cut: the log was longer than 16 MiB]\n" + raw[-CONSOLE_LOG_MAX:]
+        with contextlib.suppress(NxcError, OSError):
+            atomic_write(private_dir(run_dir / "nodes") / f"{name}.console.log",
+                         raw.replace(b"\r", b""))  # fmt: skip
+            saved[name] = f"nodes/{name}.console.log"
+    if not saved:
+        return
+    from nxc.runs import RunRecord
+
+    with contextlib.suppress(NxcError, OSError):
+        record = RunRecord(run_dir)
+        logs = dict(record.load().get("logs") or {})
+        for name, path in saved.items():
+            logs[name] = {**dict(logs.get(name) or {}), "console": path}
+        record.update(logs=logs)
+
+
 def _create_in_flight(api: Any, name: str, image: str | None) -> bool:
     """Whether a create of container ``name`` is under way on the daemon (it holds the
     name): a placeholder create conflicts then; otherwise it is removed at once."""
@@ -663,8 +831,9 @@ def _marked_runtime_dirs(project: Project) -> list[Path]:
     return found
 
 
-def _dockerds_under(root: Path) -> list[int]:
-    """dockerd processes whose argv names ``root`` (only a private daemon of nxc's)."""
+def _processes_under(root: Path, names: set[str]) -> list[int]:
+    """Processes called one of ``names`` whose argv names ``root`` (a private daemon, a
+    relay to a socket of that runtime directory: only nxc's own)."""
     needle = str(root).encode()
     found = []
     for entry in Path("/proc").iterdir():
@@ -674,7 +843,7 @@ def _dockerds_under(root: Path) -> list[int]:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        named = argv and Path(argv[0].decode(errors="replace")).name == "dockerd"
+        named = argv and Path(argv[0].decode(errors="replace")).name in names
         if named and any(needle in arg for arg in argv[1:]):
             found.append(int(entry.name))
     return found
