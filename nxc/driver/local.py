@@ -187,6 +187,8 @@ class LocalNodeControl:
 
     flavour = "local"
     capabilities = frozenset({Capability.POWER, Capability.CRASH, Capability.CONSOLE})
+    # Machine runs commands in /tmp on real nodes; a local node keeps its own directory
+    command_workdir: str | None = None
 
     def __init__(
         self,

@@ -157,7 +157,9 @@ def test_machine_error_in_script_is_a_failure_naming_node_and_command(
     report, xml = reports(driver)
     error = report["error"]
     assert error["type"] == "CommandFailed" and error["kind"] == "failure"
-    assert error["message"].startswith("node1: `echo bad-news; exit 7` failed (status 7)")
+    assert error["message"].startswith(
+        "node1: command `echo bad-news; exit 7` failed (exit code 7)"
+    )
     assert "bad-news" in error["message"]
     assert 'File "s.py", line 1' in error["traceback"]
     assert xml.findall(".//failure")
