@@ -655,8 +655,9 @@ class Machine:
             self.wait_until(f"UNIX-domain {kind_name} socket {addr}", check, timeout)
 
     def get_console_log(self) -> str:
-        """Everything the node printed on its console since it was started."""
-        return self._control.console_tail(_WHOLE_CONSOLE)
+        """Everything the node printed on its console since it was started (lines end
+        with ``\\n``: the terminal's ``\\r`` are dropped)."""
+        return self._control.console_tail(_WHOLE_CONSOLE).replace("\r", "")
 
     def wait_for_console_text(self, regex: str, timeout: Duration | None = None) -> str:
         """Wait until ``regex`` matches the node's console output; return the match.
