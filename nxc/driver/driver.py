@@ -676,16 +676,26 @@ class _SerialFollower:
         self._thread.join(5)
 
     def _follow(self) -> None:
+        # Whole lines are logged as they come; a last line without its newline once
+        # it has stayed unchanged for one interval (a prompt, a line being written).
+        last_size = dict.fromkeys(self._seen, -1)
         while not self._stop.wait(0.5):
             for machine in self._machines:
                 text = self._console(machine)
                 seen = self._seen.get(machine.name, 0)
                 if len(text) < seen:
-                    seen = 0  # a new console: the node restarted
-                new, _, _ = text[seen:].rpartition("\n")
-                if new:
-                    self._seen[machine.name] = seen + len(new) + 1
-                    for line in new.splitlines():
+                    seen = 0  # a new console
+                fresh = text[seen:]
+                complete, newline, rest = fresh.rpartition("\n")
+                if not newline:
+                    complete = ""
+                take = complete + newline
+                if rest and len(text) == last_size.get(machine.name):
+                    take = fresh
+                last_size[machine.name] = len(text)
+                if take:
+                    self._seen[machine.name] = seen + len(take)
+                    for line in take.splitlines():
                         self._logger.info(line, node=machine.name, stream="serial")
 
 

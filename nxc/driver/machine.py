@@ -97,8 +97,11 @@ nxc_port() {
 """
 _NO_PROBE_STATUS = 3
 
-# console_tail(lines) large enough for a node's whole console
+# console_tail(lines) large enough for all a runtime shows of a console
 _WHOLE_CONSOLE = 10_000_000
+# how much of the console seen so far is looked for in the runtime's window to find
+# where the new output starts
+_CONSOLE_ANCHOR = 512
 
 # Units that mean "the node is up" on an image without systemd: the first line of most
 # NixOS tests waits for one of them.
@@ -218,7 +221,9 @@ class Machine:
         self._lock = threading.RLock()
         self._has_systemd: bool | None = None
         self._has_bash: bool | None = None
-        # how much of the console wait_for_console_text has consumed (characters)
+        # the console as seen so far, and how much of it wait_for_console_text consumed
+        self._console = ""
+        self._console_lock = threading.Lock()
         self._console_seen = 0
         self._forwards: list[subprocess.Popen[bytes]] = []
         # the transport this machine closed last and why ("crashed", "shut down"…):
@@ -655,9 +660,28 @@ class Machine:
             self.wait_until(f"UNIX-domain {kind_name} socket {addr}", check, timeout)
 
     def get_console_log(self) -> str:
-        """Everything the node printed on its console since it was started (lines end
-        with ``\\n``: the terminal's ``\\r`` are dropped)."""
-        return self._control.console_tail(_WHOLE_CONSOLE).replace("\r", "")
+        """Everything the node printed on its console since this machine first looked
+        (at most since it was started; the terminal's ``\\r`` are dropped).
+
+        Runtimes only show the last part of a console (``console_tail``: 16 KiB for a
+        VM), so the machine keeps what it has seen and appends what is new at each
+        call, found after the end of what it already holds. Output of more than that
+        window between two calls loses its middle (a ``[…]`` line marks the gap).
+        """
+        with self._console_lock:
+            window = self._control.console_tail(_WHOLE_CONSOLE).replace("\r", "")
+            if window.strip() in ("(no output)", ""):
+                return self._console
+            if not self._console:
+                self._console = window
+                return self._console
+            anchor = self._console[-_CONSOLE_ANCHOR:]
+            at = window.rfind(anchor)
+            if at >= 0:
+                self._console += window[at + len(anchor) :]
+            elif not self._console.endswith(window):
+                self._console += "\n[…]\n" + window
+            return self._console
 
     def wait_for_console_text(self, regex: str, timeout: Duration | None = None) -> str:
         """Wait until ``regex`` matches the node's console output; return the match.

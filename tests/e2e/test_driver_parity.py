@@ -547,7 +547,7 @@ def test_ctrl_c_in_the_shell_kills_the_command_and_keeps_the_channel(detached: P
         shell.expect("answer: still-usable", timeout=60)
         shell.sendline('print("running:", server.succeed("ps | grep -c \'[s]leep 600\' || true"))')
         shell.expect(r"running: 0", timeout=60)
-        shell.sendeof()
+        shell.sendline("exit()")
         shell.expect(pexpect.EOF, timeout=60)
     finally:
         shell.close(force=True)
