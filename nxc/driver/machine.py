@@ -8,15 +8,18 @@ runtime gives for one node. Its methods read like a scenario::
     server.crash()
     client.wait_until_fails("wget -T 2 -O- http://server/", timeout=30)
 
-Commands run with ``sh -c`` on the node. Unless the machine was built with
-``strict=False``, each command is preceded by ``set -eu`` and, where the node's shell
-has it, ``set -o pipefail`` (the NixOS test driver runs commands with
-``set -euo pipefail``), so ``succeed("false; true")`` fails as it does there.
+Scenario commands run as on the NixOS test driver: in ``/tmp``, with bash and
+``set -euo pipefail`` when the node has bash (else ``sh`` with ``set -eu`` and pipefail
+where the shell has it; ``strict=False`` drops that prelude), and their answer waits
+for every writer of their standard output (background jobs included). Durations are
+``datetime.timedelta`` or seconds everywhere (:mod:`nxc.driver.duration`).
 
 Failures raise :class:`~nxc.errors.MachineError` (a :class:`CommandFailed` carrying the
-node, command, status and output); waits that run out of time raise
-:class:`~nxc.errors.WaitTimeout` (a :class:`WaitExpired` naming the node, what it
-waited for and what it saw last). Every command and its (truncated) output is logged.
+node, command, status and output, worded as NixOS: ``command `false` failed (exit code
+1)``, ``unexpectedly succeeded``); waits that run out of time raise
+:class:`~nxc.errors.WaitTimeout` (a :class:`WaitExpired`: ``action timed out after …``,
+then what it waited for and what it saw last). Every command and its (truncated)
+output is logged.
 """
 
 from __future__ import annotations
@@ -217,6 +220,9 @@ class Machine:
         # Working directory of commands: /tmp as in the NixOS test driver, unless the
         # node is this host (a local node keeps its private directory).
         self.workdir: str | None = getattr(control, "command_workdir", "/tmp")
+        # how long a command's answer waits for background jobs still writing to its
+        # stdout once the command itself has ended (NixOS waits without limit)
+        self.background_grace = 5.0
         self._transport: Transport | None = None
         self._lock = threading.RLock()
         self._has_systemd: bool | None = None
@@ -345,21 +351,31 @@ class Machine:
 
         As in the NixOS test driver: ``/tmp`` as working directory, bash with
         ``set -euo pipefail`` when the node has bash (``sh`` with ``set -eu`` and
-        pipefail where supported otherwise), and the answer waits until every writer
-        of the command's standard output is done, so that the output of background
-        jobs it started is kept (a job that never closes stdout makes the command run
-        until its timeout: redirect a daemon's output, as on NixOS).
+        pipefail where supported otherwise), and the answer waits for the writers of
+        the command's standard output, so that the output of background jobs it
+        started is kept. Unlike NixOS, that wait lasts at most
+        :attr:`background_grace` seconds after the command itself ended: a daemon
+        left holding stdout does not hang the scenario (its later output is not
+        collected; it keeps running, never cut off by a closed pipe).
         """
         bash = self._bash()
         prelude = ("set -euo pipefail; " if bash else STRICT_PRELUDE) if strict else ""
-        shell = "bash" if bash else "sh"
-        inner = shlex.quote(prelude + command)
+        run = f"{'bash' if bash else 'sh'} -c {shlex.quote(prelude + command)}"
         cd = f"cd {shlex.quote(self.workdir)} 2>/dev/null || :; " if self.workdir else ""
-        # fd 3 carries the status out of $(…), fd 4 is the real stdout; `cat` copies
-        # the command's stdout until its last writer closes it.
+        ticks = max(0, round(self.background_grace * 10))
+        # stdout goes through a FIFO that a background `cat` copies into a file until
+        # its last writer closes it; once the command has ended, wait for that `cat`
+        # (while /proc shows it running: a zombie has no exe) up to the grace, then
+        # send the file. A `cat` still running then (a daemon holds the FIFO) keeps
+        # neither the answer nor the daemon waiting. No FIFO possible (no writable
+        # temporary directory): run the command directly.
         return (
-            f"{cd}exec 4>&1; nxc_s=$( {{ {{ {shell} -c {inner} 3>&- 4>&-; echo $? >&3; }}"
-            f" | cat >&4; }} 3>&1 ); exit $nxc_s"
+            f'{cd}nxc_t=${{TMPDIR:-/tmp}}; nxc_p=$(mktemp -u "$nxc_t/.nxc-out.XXXXXX") '
+            f'&& nxc_o=$(mktemp "$nxc_t/.nxc-out.XXXXXX") && mkfifo -m 600 "$nxc_p" '
+            f'|| {{ rm -f "$nxc_o"; exec {run}; }}; '
+            f'cat "$nxc_p" >"$nxc_o" & nxc_c=$!; {run} >"$nxc_p"; nxc_s=$?; '
+            f'rm -f "$nxc_p"; nxc_i=0; while [ -e /proc/$nxc_c/exe ] && [ $nxc_i -lt {ticks} ]; '
+            f'do sleep 0.1; nxc_i=$((nxc_i+1)); done; cat "$nxc_o"; rm -f "$nxc_o"; exit $nxc_s'
         )
 
     def _exec(

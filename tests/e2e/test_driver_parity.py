@@ -247,8 +247,15 @@ def test_commands_run_in_tmp_with_bash(parity: Parity) -> None:
 
 
 def test_output_of_background_jobs_is_kept(parity: Parity) -> None:
-    out = parity.server.succeed("(sleep 1; echo late) & echo early")
+    server = parity.server
+    out = server.succeed("(sleep 1; echo late) & echo early")
     assert out.splitlines() == ["early", "late"]
+    # a daemon left holding stdout costs at most the grace, and keeps running
+    started = time.monotonic()
+    pid = server.succeed("sleep 900 & echo $!").strip()
+    took = time.monotonic() - started
+    assert server.background_grace <= took < server.background_grace + 10
+    assert server.succeed(f"kill {pid} && echo killed") == "killed\n"
 
 
 def test_wait_for_file_keeps_globs_and_home(parity: Parity) -> None:
