@@ -363,19 +363,25 @@ class Machine:
         run = f"{'bash' if bash else 'sh'} -c {shlex.quote(prelude + command)}"
         cd = f"cd {shlex.quote(self.workdir)} 2>/dev/null || :; " if self.workdir else ""
         ticks = max(0, round(self.background_grace * 10))
+        tmpdir = getattr(self._control, "command_tmpdir", None)
+        tmp = shlex.quote(tmpdir) if tmpdir else "${TMPDIR:-/tmp}"
         # stdout goes through a FIFO that a background `cat` copies into a file until
         # its last writer closes it; once the command has ended, wait for that `cat`
-        # (while /proc shows it running: a zombie has no exe) up to the grace, then
-        # send the file. A `cat` still running then (a daemon holds the FIFO) keeps
-        # neither the answer nor the daemon waiting. No FIFO possible (no writable
-        # temporary directory): run the command directly.
+        # (while /proc shows it running: a zombie has no exe; 5 ms, then 100 ms
+        # ticks) up to the grace, then send the file. A `cat` still running then (a
+        # daemon holds the FIFO) keeps neither the answer nor the daemon waiting.
+        # Names from the shell's pid: no mktemp process (a name left by a killed
+        # command makes mkfifo fail: the command then runs directly); removed on
+        # TERM/INT/HUP (timeouts, Ctrl-C) too, and the output file is private.
         return (
-            f'{cd}nxc_t=${{TMPDIR:-/tmp}}; nxc_p=$(mktemp -u "$nxc_t/.nxc-out.XXXXXX") '
-            f'&& nxc_o=$(mktemp "$nxc_t/.nxc-out.XXXXXX") && mkfifo -m 600 "$nxc_p" '
-            f'|| {{ rm -f "$nxc_o"; exec {run}; }}; '
-            f'cat "$nxc_p" >"$nxc_o" & nxc_c=$!; {run} >"$nxc_p"; nxc_s=$?; '
-            f'rm -f "$nxc_p"; nxc_i=0; while [ -e /proc/$nxc_c/exe ] && [ $nxc_i -lt {ticks} ]; '
-            f'do sleep 0.1; nxc_i=$((nxc_i+1)); done; cat "$nxc_o"; rm -f "$nxc_o"; exit $nxc_s'
+            f"{cd}nxc_p={tmp}/.nxc-out.$$; nxc_o=$nxc_p.o; "
+            f'{{ mkfifo -m 600 "$nxc_p" && : >"$nxc_o" && chmod 600 "$nxc_o"; }} 2>/dev/null '
+            f"|| exec {run}; "
+            f'trap \'rm -f "$nxc_p" "$nxc_o"; exit 143\' TERM INT HUP; '
+            f'cat "$nxc_p" >"$nxc_o" & nxc_c=$!; {run} >"$nxc_p"; nxc_s=$?; nxc_i=0; '
+            f"while [ -e /proc/$nxc_c/exe ] && [ $nxc_i -lt {ticks} ]; do "
+            f"if [ $nxc_i = 0 ]; then sleep 0.005; else sleep 0.1; fi; nxc_i=$((nxc_i+1)); "
+            f'done; cat "$nxc_o"; rm -f "$nxc_p" "$nxc_o"; exit $nxc_s'
         )
 
     def _exec(
