@@ -362,26 +362,30 @@ class Machine:
         prelude = ("set -euo pipefail; " if bash else STRICT_PRELUDE) if strict else ""
         run = f"{'bash' if bash else 'sh'} -c {shlex.quote(prelude + command)}"
         cd = f"cd {shlex.quote(self.workdir)} 2>/dev/null || :; " if self.workdir else ""
-        ticks = max(0, round(self.background_grace * 10))
         tmpdir = getattr(self._control, "command_tmpdir", None)
         tmp = shlex.quote(tmpdir) if tmpdir else "${TMPDIR:-/tmp}"
-        # stdout goes through a FIFO that a background `cat` copies into a file until
-        # its last writer closes it; once the command has ended, wait for that `cat`
-        # (while /proc shows it running: a zombie has no exe; 5 ms, then 100 ms
-        # ticks) up to the grace, then send the file. A `cat` still running then (a
+        ticks = max(0, round(self.background_grace * 10))
+        # The wrapper is plain sh (forks of a small shell are cheap under emulation).
+        # stdout goes through a FIFO that a background `cat` copies into a private
+        # file (umask 077 in its own subshell) until the FIFO's last writer closes
+        # it. Once the command has ended, watch that `cat` in /proc/PID/stat until it
+        # is gone or a zombie: a few reads at once (it normally ends within a
+        # millisecond), then 100 ms ticks up to the grace (background jobs still
+        # write). Then send the file. A `cat` still running after the grace (a
         # daemon holds the FIFO) keeps neither the answer nor the daemon waiting.
-        # Names from the shell's pid: no mktemp process (a name left by a killed
-        # command makes mkfifo fail: the command then runs directly); removed on
-        # TERM/INT/HUP (timeouts, Ctrl-C) too, and the output file is private.
+        # Names from the shell's pid (no mktemp process; a name left by a killed
+        # command makes mkfifo fail: the command then runs directly), removed on
+        # TERM/INT/HUP (timeouts, Ctrl-C) too.
         return (
             f"{cd}nxc_p={tmp}/.nxc-out.$$; nxc_o=$nxc_p.o; "
-            f'{{ mkfifo -m 600 "$nxc_p" && : >"$nxc_o" && chmod 600 "$nxc_o"; }} 2>/dev/null '
-            f"|| exec {run}; "
+            f'mkfifo -m 600 "$nxc_p" 2>/dev/null || exec {run}; '
             f'trap \'rm -f "$nxc_p" "$nxc_o"; exit 143\' TERM INT HUP; '
-            f'cat "$nxc_p" >"$nxc_o" & nxc_c=$!; {run} >"$nxc_p"; nxc_s=$?; nxc_i=0; '
-            f"while [ -e /proc/$nxc_c/exe ] && [ $nxc_i -lt {ticks} ]; do "
-            f"if [ $nxc_i = 0 ]; then sleep 0.005; else sleep 0.1; fi; nxc_i=$((nxc_i+1)); "
-            f'done; cat "$nxc_o"; rm -f "$nxc_p" "$nxc_o"; exit $nxc_s'
+            f'(umask 077; exec cat "$nxc_p" >"$nxc_o") & nxc_c=$!; {run} >"$nxc_p"; nxc_s=$?; '
+            f"nxc_i=0; nxc_n=0; while read -r nxc_st 2>/dev/null </proc/$nxc_c/stat; do "
+            f'set -- $nxc_st; [ "$3" = Z ] && break; '
+            f"if [ $nxc_n -lt 50 ]; then nxc_n=$((nxc_n+1)); continue; fi; "
+            f"[ $nxc_i -lt {ticks} ] || break; sleep 0.1; nxc_i=$((nxc_i+1)); done; "
+            f'cat "$nxc_o"; rm -f "$nxc_p" "$nxc_o"; exit $nxc_s'
         )
 
     def _exec(

@@ -16,7 +16,7 @@ from nxc.contracts.deployment import Node
 from nxc.driver.driver import Driver, GlobalTimeout
 from nxc.driver.duration import DurationError, optional_seconds, seconds
 from nxc.driver.local import LocalNodeControl
-from nxc.driver.machine import Machine
+from nxc.driver.machine import CommandFailed, Machine
 from nxc.driver.polling import RetryTime, retry
 from nxc.errors import NxcError, WaitTimeout
 from nxc.expand import host_name, parse_role_overrides, role_aliases
@@ -168,3 +168,16 @@ def test_role_names_and_host_names(tmp_path: Path) -> None:
     hosts = render_hosts(deployment).splitlines()
     assert "10.0.0.1 server1 server" in hosts
     assert "10.0.0.2 w1" in hosts and "10.0.0.3 w2" in hosts
+
+
+def test_command_wrapper_is_invisible(driver: Driver) -> None:
+    """Background output kept, nothing on stderr, no file left behind, status kept."""
+    server = driver.machine("server1")
+    assert server.succeed("(sleep 0.5; echo late) & echo early") == "early\nlate\n"
+    with pytest.raises(CommandFailed) as caught:
+        server.succeed("echo out; false | true")
+    assert (caught.value.status, caught.value.stdout, caught.value.stderr) == (1, "out\n", "")
+    assert server.execute("printf 'no newline'") == (0, "no newline")
+    control = server.control
+    assert isinstance(control, LocalNodeControl)
+    assert list(Path(control.command_tmpdir).iterdir()) == []
