@@ -328,6 +328,13 @@ def _param_name(option: str) -> str:
 )
 @click.option("-t", "--test", "run_test", is_flag=True, help="Run the testScript once ready.")
 @click.option("-I", "--interactive", is_flag=True, help="Open the driver shell once ready.")
+@click.option(
+    "--global-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="SECONDS",
+    help="Fail the scenario if it runs longer (NixOS's globalTimeout; default: none).",
+)
 @click.option("--timeout", default=180.0, show_default=True, help="Seconds to wait for readiness.")
 @click.option(
     "--netem",
@@ -354,6 +361,7 @@ def start(
     roles: tuple[str, ...],
     run_test: bool,
     interactive: bool,
+    global_timeout: float | None,
     timeout: float,
     netem_file: Path | None,
     no_netem: bool,
@@ -409,7 +417,7 @@ def start(
     if netem_file is not None or (manifest.topology and not no_netem):
         click.echo("network topology applied (nxc netem show)")
     if run_test:
-        sys.exit(_run_driver(current, script=None, monitor=monitor))
+        sys.exit(_run_driver(current, script=None, monitor=monitor, global_timeout=global_timeout))
     if interactive:
         _run_driver(current, script=None, interactive=True, monitor=monitor)
 
@@ -421,6 +429,7 @@ def _run_driver(
     monitor: Any = None,
     faults: Path | None = None,
     timeline_only: bool = False,
+    global_timeout: float | None = None,
 ) -> int:
     """Run SCRIPT, else the composition's testScript, else (interactive) the shell.
 
@@ -458,7 +467,7 @@ def _run_driver(
                 raise NxcError(f"the composition '{composition}' has no testScript")
             name = "testScript"
         current.run.save_scenario(driver.out_dir, text)
-        ok = driver.run_script(text, name)
+        ok = driver.run_script(text, name, global_timeout=global_timeout)
         click.echo(f"report: {driver.out_dir / 'report.json'} and report.xml", err=True)
         return 0 if ok else 1
 
@@ -472,12 +481,20 @@ def _run_driver(
     type=click.Path(path_type=Path),
     help="Run this fault timeline (YAML) alongside the scenario, or alone without one.",
 )
+@click.option(
+    "--global-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="SECONDS",
+    help="Fail the scenario if it runs longer (NixOS's globalTimeout; default: none).",
+)
 @click.argument("script", required=False, type=click.Path(path_type=Path))
 @monitor_options
 def driver(
     project_dir: str | None,
     run_test: bool,
     faults_file: Path | None,
+    global_timeout: float | None,
     script: Path | None,
     no_monitor: bool,
     monitor_interval: float,
@@ -496,6 +513,7 @@ def driver(
       nxc driver -t --no-monitor # without scraping metrics
       nxc driver --faults faults.yaml -t   # the testScript under a fault timeline
       nxc driver --faults faults.yaml      # the timeline alone
+      nxc driver -t --global-timeout 600   # fail the testScript after 10 minutes
     """
     from nxc.running import running
 
@@ -510,7 +528,15 @@ def driver(
     if not run_test and script is None:
         _run_driver(current, script=None, interactive=True, monitor=monitor)
         return
-    sys.exit(_run_driver(current, script=script, monitor=monitor, faults=faults_file))
+    sys.exit(
+        _run_driver(
+            current,
+            script=script,
+            monitor=monitor,
+            faults=faults_file,
+            global_timeout=global_timeout,
+        )
+    )
 
 
 @cli.command()
@@ -547,6 +573,7 @@ def status(project_dir: str | None) -> None:
     from rich.table import Table
 
     from nxc import session
+    from nxc.expand import role_aliases
     from nxc.running import running
 
     current = running(_project(project_dir))
@@ -559,8 +586,16 @@ def status(project_dir: str | None) -> None:
     columns = ("name", "role", "ipv4", "ssh", "state", "boot_id")
     for column in columns:
         table.add_column(column)
+    # a role with one node is also reachable by its name (driver, /etc/hosts, connect)
+    aliases = {
+        name: alias
+        for alias, name in role_aliases((str(r["name"]), str(r["role"])) for r in rows).items()
+    }
     for row in rows:
-        table.add_row(*(str(row[c]) for c in columns))
+        cells = [str(row[c]) for c in columns]
+        if row["name"] in aliases:
+            cells[0] += f" ({aliases[str(row['name'])]})"
+        table.add_row(*cells)
     Console().print(table)
     problems = current.health()
     for problem in problems:

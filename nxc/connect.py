@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from nxc.errors import NxcError
+from nxc.expand import host_name, role_aliases
 from nxc.running import RunningDeployment
 from nxc.tools import require_tool
 
@@ -29,8 +30,19 @@ def tmux_commands(tmux: str, session: str, commands: Sequence[str]) -> list[list
     return calls
 
 
+def resolve(current: RunningDeployment, name: str) -> str:
+    """The node called ``name``, or reached by that role name (a role with one node:
+    ``server`` → ``server1``; ``my_server`` and ``my-server`` alike)."""
+    names = {n.name for n in current.deployment.nodes}
+    if name in names:
+        return name
+    aliases = role_aliases((n.name, n.role) for n in current.deployment.nodes)
+    return aliases.get(host_name(name), name)
+
+
 def shell_argv(current: RunningDeployment, name: str) -> list[str]:
-    """The command opening an interactive shell on node ``name``."""
+    """The command opening an interactive shell on node ``name`` (or role alias)."""
+    name = resolve(current, name)
     try:
         node = current.deployment.node(name)
     except KeyError as exc:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from nxc.contracts.deployment import Deployment, Node
 from nxc.contracts.manifest import Manifest
@@ -16,7 +16,7 @@ DEFAULT_IPV4_PREFIX = "198.18.0.0/16"
 DEFAULT_IPV6_PREFIX = "fd00:6e78:63::/64"
 DEFAULT_INTERFACE = "nxc0"
 
-_OVERRIDE = re.compile(r"^([a-z][a-z0-9-]*)=(\d+)$")
+_OVERRIDE = re.compile(r"^([a-z][a-z0-9_-]*)=(\d+)$")
 
 
 def parse_role_overrides(values: list[str] | tuple[str, ...]) -> dict[str, int]:
@@ -41,6 +41,30 @@ def role_quantities(manifest: Manifest, overrides: Mapping[str, int]) -> dict[st
     return quantities
 
 
+def host_name(role: str) -> str:
+    """The host-name form of a role name, which its nodes' names start with: role
+    names may hold ``_``, host names may not (``my_server`` → ``my-server1``...).
+    Must agree with nix/lib/naming.nix ``hostName``."""
+    return role.replace("_", "-")
+
+
+def role_aliases(nodes: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """``{alias: node name}`` for each role with a single node, given ``(name, role)``
+    pairs: the role's host-name form (``server`` → ``server1``; ``my_server`` →
+    ``my-server``), unless a node is already called so."""
+    pairs = list(nodes)
+    names = {name for name, _ in pairs}
+    by_role: dict[str, list[str]] = {}
+    for name, role in pairs:
+        by_role.setdefault(role, []).append(name)
+    aliases: dict[str, str] = {}
+    for role, members in by_role.items():
+        alias = host_name(role)
+        if len(members) == 1 and alias not in names:
+            aliases[alias] = members[0]
+    return aliases
+
+
 def node_mac(ordinal: int) -> str:
     """Locally administered, deterministic MAC for the experiment NIC of node ``ordinal``."""
     if not 0 <= ordinal < 1 << 24:
@@ -58,7 +82,8 @@ def expand(
     interface: str = DEFAULT_INTERFACE,
     created_at: str | None = None,
 ) -> Deployment:
-    """Name nodes ``role1..roleN`` (roles in manifest order) and give them addresses.
+    """Name nodes ``role1..roleN`` (roles in manifest order; ``_`` in a role name is
+    ``-`` in its nodes' names) and give them addresses.
 
     Addresses are the ``ordinal``-th host of each prefix, MACs follow the ordinal:
     the same manifest and quantities always give the same deployment.
@@ -79,7 +104,7 @@ def expand(
             ordinal += 1
             nodes.append(
                 Node(
-                    name=f"{role}{index}",
+                    name=f"{host_name(role)}{index}",
                     role=role,
                     index=index,
                     ipv4=str(net4.network_address + ordinal),

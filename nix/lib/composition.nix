@@ -118,7 +118,7 @@ rec {
     in
     if imageKind == "selftest" && !(builtins.isAttrs value) then
       util.fail here "imageKind 'selftest' builds roles from host packages, not NixOS modules: give a role spec such as { startup = \"…\"; }"
-    else builtins.seq (naming.checkName "${where}: role name" roleName) {
+    else builtins.seq (naming.checkRoleName "${where}: role name" roleName) {
       name = roleName;
       quantity = naming.checkQuantity here quantity;
       resources = normaliseResources here (spec.resources or { });

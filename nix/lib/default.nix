@@ -11,7 +11,7 @@ in
   compose = import ./compose.nix;
   version = import ./version.nix;
 
-  inherit (naming) nodeNames expandNodes nameClashes isValidName splitNodeName;
+  inherit (naming) nodeNames expandNodes nameClashes isValidName isValidRoleName hostName splitNodeName;
   inherit (manifest) flavours;
 
   normaliseComposition = composition.normalise;

@@ -10,6 +10,19 @@ rec {
 
   isValidName = name: builtins.isString name && builtins.match namePattern name != null;
 
+  # Role names may also hold '_' (manifest-1.json's "role_name"); node names, which
+  # are host names, spell it '-' (role my_server -> nodes my-server1, my-server2…).
+  roleNamePattern = "[a-z][a-z0-9_-]{0,30}";
+
+  isValidRoleName = name: builtins.isString name && builtins.match roleNamePattern name != null;
+
+  checkRoleName = what: name:
+    if isValidRoleName name then name
+    else util.fail what "'${toString name}' is not a valid role name (lowercase letter first, then lowercase letters, digits, '_' or '-', at most 31 characters)";
+
+  # The host-name form of a role name: what its nodes' names start with.
+  hostName = role: builtins.replaceStrings [ "_" ] [ "-" ] role;
+
   checkName = what: name:
     if isValidName name then name
     else util.fail what "'${toString name}' is not a valid name (lowercase letter first, then lowercase letters, digits or '-', at most 31 characters)";
@@ -22,7 +35,8 @@ rec {
     else q;
 
   # nodeNames "server" 3 == [ "server1" "server2" "server3" ]
-  nodeNames = role: quantity: builtins.genList (i: "${role}${toString (i + 1)}") quantity;
+  # nodeNames "my_server" 1 == [ "my-server1" ]
+  nodeNames = role: quantity: builtins.genList (i: "${hostName role}${toString (i + 1)}") quantity;
 
   # expandNodes { client = 2; server = 1; } ==
   #   [ { name = "client1"; role = "client"; index = 1; ordinal = 1; } … { name = "server1"; …; ordinal = 3; } ]
@@ -34,7 +48,7 @@ rec {
         in {
           ordinal = acc.ordinal + q;
           nodes = acc.nodes ++ builtins.genList (i: {
-            name = "${role}${toString (i + 1)}";
+            name = "${hostName role}${toString (i + 1)}";
             inherit role;
             index = i + 1;
             ordinal = acc.ordinal + i + 1;
@@ -58,7 +72,7 @@ rec {
         let
           lr = builtins.stringLength role;
           rest = builtins.substring lr (builtins.stringLength name - lr) name;
-        in builtins.substring 0 lr name == role && builtins.match "[1-9][0-9]{0,5}" rest != null;
+        in builtins.substring 0 lr name == hostName role && builtins.match "[1-9][0-9]{0,5}" rest != null;
       found = builtins.filter fits roles;
       role = builtins.head found;
       lr = builtins.stringLength role;

@@ -97,6 +97,9 @@ if dash=$(host_tool dash dash 2>/dev/null); then
 else
 	ln -s busybox "$R/usr/bin/sh"
 fi
+# bash, as on NixOS: the driver runs scenario commands with bash (pipefail, arrays,
+# [[ ]], /dev/tcp) when the node has it
+install_file "$(host_tool bash bash)" /usr/bin/bash
 install_file "$(host_tool ip iproute2)" /usr/sbin/ip
 install_file "$(host_tool tc iproute2)" /usr/sbin/tc
 install_file "$(host_tool ss iproute2)" /usr/sbin/ss

@@ -17,11 +17,15 @@ from __future__ import annotations
 import datetime as dt
 import json
 import linecache
+import os
 import re
+import signal
 import socket
 import sysconfig
+import threading
 import time
 import traceback
+import unittest
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -30,13 +34,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import nxc
-from nxc.driver.machine import (
-    BACKOFF_FACTOR,
-    BACKOFF_FIRST,
-    BACKOFF_MAX,
-    Machine,
-    machines_by_role,
-)
+from nxc.driver.duration import Duration, optional_seconds, seconds
+from nxc.driver.machine import Machine, machines_by_role
+from nxc.driver.polling import PollingCondition, ScenarioLog, retry
 from nxc.driver.sync import Sync, SyncUnavailable
 from nxc.errors import NxcError, WaitTimeout
 from nxc.fsutil import atomic_write
@@ -47,6 +47,7 @@ from nxc.parallel import fan_out
 __all__ = [
     "Driver",
     "ErrorInfo",
+    "GlobalTimeout",
     "SubtestResult",
     "python_name",
 ]
@@ -66,9 +67,22 @@ _XML_INVALID = re.compile("[^\x09\x0a\x0d\x20-\ud7ff\ue000-\ufffd\U00010000-\U00
 
 
 def python_name(name: str) -> str:
-    """A node name as a Python identifier (``web-1`` → ``web_1``)."""
+    """A node or role name as a Python identifier, as NixOS binds machines
+    (``web-1`` → ``web_1``)."""
     cleaned = re.sub(r"[^A-Za-z0-9_]", "_", name)
     return cleaned if cleaned and not cleaned[0].isdigit() else "_" + cleaned
+
+
+class GlobalTimeout(WaitTimeout):
+    """The scenario ran past the driver's global timeout (NixOS's ``globalTimeout``)."""
+
+
+class _Assertions(unittest.TestCase):
+    """``t`` in scenarios: ``t.assertEqual(...)``, ``t.assertIn(...)``… raise
+    ``AssertionError`` (reported as a failure), as NixOS's ``t`` does."""
+
+    def runTest(self) -> None:  # a TestCase needs a test method to be built
+        pass
 
 
 @dataclass(frozen=True)
@@ -160,29 +174,63 @@ class Driver:
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
             raise NxcError(f"several machines share a name: {', '.join(duplicates)}")
+        self.polling_conditions: list[PollingCondition] = []
+        self.global_timeout: float | None = None
+        self._deadline_timer: threading.Timer | None = None
+        self._expired = False
+        self._alarm_set = False
+        self._limit: float | None = None
+        self._serial: _SerialFollower | None = None
         for machine in self.machines:
             if machine.out_dir is None:
                 machine.out_dir = self.out_dir
+            machine.callbacks.append(self.check_polling_conditions)
 
     # -- machines ------------------------------------------------------------------
 
     def machine(self, name: str) -> Machine:
-        """The machine called ``name``."""
+        """The machine called ``name`` (a node name, or the name of a role that has a
+        single node; ``-`` and ``_`` are interchangeable)."""
         for machine in self.machines:
             if machine.name == name:
                 return machine
+        wanted = python_name(name)
+        for machine in self.machines:
+            if python_name(machine.name) == wanted:
+                return machine
+        for alias, machine in self.role_aliases().items():
+            if alias == wanted:
+                return machine
         known = ", ".join(m.name for m in self.machines) or "none"
         raise NxcError(f"no node named {name!r} (nodes: {known})")
+
+    def role_aliases(self) -> dict[str, Machine]:
+        """``{python_name(role): its machine}`` for each role that has one node and
+        whose name is no node's name (``server`` for ``server1``)."""
+        taken = {python_name(m.name) for m in self.machines}
+        return {
+            python_name(role): machines[0]
+            for role, machines in self.roles.items()
+            if len(machines) == 1 and python_name(role) not in taken
+        }
 
     @property
     def roles(self) -> dict[str, list[Machine]]:
         """``{role: [machines of that role, by index]}``."""
         return machines_by_role(self.machines)
 
-    def start_all(self, timeout: float = 120.0) -> None:
+    def start_all(self, timeout: Duration = 120.0) -> None:
         """Start every machine that is not running, in parallel."""
         with self.logger.nested("starting all nodes"):
-            self.run_parallel(lambda m: m.start(timeout), what="start")
+            self.run_parallel(lambda m: m.start(timeout=timeout), what="start")
+
+    def join_all(self, timeout: Duration = 900) -> None:
+        """Wait until every machine has powered off (NixOS's ``join_all``); this ends
+        the global timeout, as there."""
+        with self.logger.nested("waiting for all nodes to power off"):
+            for machine in self.machines:
+                machine.wait_for_shutdown(timeout)
+        self._cancel_deadline()
 
     def run_parallel(
         self,
@@ -240,20 +288,86 @@ class Driver:
             result.duration = time.monotonic() - started
             result.log_until = self.logger.mark()
 
-    def retry(self, fn: Callable[[bool], bool], timeout_seconds: float = 900) -> None:
-        """Call ``fn(last_try)`` until it returns true (NixOS-test ``retry``)."""
-        deadline = time.monotonic() + timeout_seconds
-        pause = BACKOFF_FIRST
-        while time.monotonic() < deadline:
-            if fn(False):
-                return
-            time.sleep(max(0.0, min(pause, deadline - time.monotonic())))
-            pause = min(pause * BACKOFF_FACTOR, BACKOFF_MAX)
-        if not fn(True):
-            raise WaitTimeout(
-                f"retry: {getattr(fn, '__name__', 'condition')} still false after "
-                f"{timeout_seconds:g}s"
-            )
+    def retry(
+        self,
+        fn: Callable[..., Any],
+        timeout: Duration = 900,
+        *,
+        timeout_seconds: Duration | None = None,
+    ) -> None:
+        """NixOS's ``retry``: call ``fn`` until it returns true, then a last time once
+        ``timeout`` is up; raise ``WaitTimeout`` (``action timed out after …``) if
+        that is false too. ``fn(remaining)`` gets the time left as a ``timedelta``
+        that is true only on the last try (NixOS's ``last_try``); a callback taking
+        no argument is called without one. See :func:`nxc.driver.polling.retry`."""
+        retry(fn, timeout, timeout_seconds=timeout_seconds)
+
+    # -- polling conditions and serial output --------------------------------------
+
+    def check_polling_conditions(self) -> None:
+        """Raise if a registered polling condition does not hold, or the global timeout
+        has passed (called before every command a machine sends)."""
+        if self._expired and self._limit is not None:
+            raise GlobalTimeout(self._timeout_message(self._limit))
+        for condition in list(self.polling_conditions):
+            condition.maybe_raise()
+
+    def polling_condition(
+        self,
+        fun_: Callable[[], Any] | None = None,
+        *,
+        seconds_interval: float | None = None,
+        interval: dt.timedelta | None = None,
+        description: str | None = None,
+    ) -> Any:
+        """NixOS's ``polling_condition``: as a decorator (with or without arguments) it
+        makes a context manager; inside ``with cond:``, ``cond`` is checked before every
+        command (at most every ``seconds_interval`` / ``interval``, default 2 s) and
+        the scenario fails the first time it does not hold. ``cond.wait(timeout)``
+        waits until it holds."""
+        if seconds_interval is not None and interval is not None:
+            raise NxcError("polling_condition: give seconds_interval or interval, not both")
+        every = 2.0
+        if interval is not None:
+            every = seconds(interval, "interval")
+        elif seconds_interval is not None:
+            every = seconds(seconds_interval, "seconds_interval")
+        driver = self
+
+        class Poll:
+            def __init__(self, fun: Callable[[], Any]) -> None:
+                self.condition = PollingCondition(fun, driver.logger, every, description)
+
+            def __enter__(self) -> Poll:
+                driver.polling_conditions.append(self.condition)
+                return self
+
+            def __exit__(self, *_: object) -> None:
+                driver.polling_conditions.remove(self.condition)
+
+            def wait(self, timeout: Duration = 900) -> None:
+                def holds(last_try: Any) -> bool:
+                    return self.condition.check(force=True)
+
+                with driver.logger.nested(f"waiting for {self.condition.description}"):
+                    retry(holds, timeout, what=self.condition.description)
+
+        if fun_ is None:
+            return Poll
+        return Poll(fun_)
+
+    def serial_stdout_on(self) -> None:
+        """Log what the nodes print on their consoles as it comes (``stream=serial``
+        records, on the driver's console too); off by default."""
+        if self._serial is None:
+            self._serial = _SerialFollower(self.machines, self.logger)
+            self._serial.start()
+
+    def serial_stdout_off(self) -> None:
+        """Stop :meth:`serial_stdout_on`."""
+        if self._serial is not None:
+            self._serial.stop()
+            self._serial = None
 
     def globals(self) -> dict[str, Any]:
         """The names a scenario sees (also the interactive shell's)."""
@@ -266,12 +380,21 @@ class Driver:
             "run_parallel": self.run_parallel,
             "barrier": self.barrier,
             "retry": self.retry,
-            "log": self.logger,
+            "log": ScenarioLog(self.logger),
+            "os": os,
+            "t": _Assertions(),
+            "join_all": self.join_all,
+            "polling_condition": self.polling_condition,
+            "serial_stdout_on": self.serial_stdout_on,
+            "serial_stdout_off": self.serial_stdout_off,
         }
         if self._sync is not None:
             names["sync"] = self._sync
         names.update(self.extra_globals)
         machine_names = {python_name(m.name): m for m in self.machines}
+        for alias, machine in self.role_aliases().items():
+            if alias not in names:
+                machine_names[alias] = machine
         if len(self.machines) == 1 and "machine" not in machine_names:
             machine_names["machine"] = self.machines[0]
         for key in sorted(set(machine_names) & set(names)):
@@ -279,12 +402,68 @@ class Driver:
         names.update(machine_names)
         return names
 
-    def run_script(self, text: str, filename: str = "testScript") -> bool:
+    # -- global timeout -----------------------------------------------------------
+
+    def _expire(self) -> None:
+        self._expired = True
+
+    def _cancel_deadline(self) -> None:
+        timer, self._deadline_timer = self._deadline_timer, None
+        if timer is not None:
+            timer.cancel()
+        if self._alarm_set:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            self._alarm_set = False
+
+    @contextmanager
+    def _deadline(self, limit: float | None) -> Iterator[None]:
+        """Fail the scenario once ``limit`` seconds have passed: the main thread gets a
+        :class:`GlobalTimeout` at once (SIGALRM), and every later command raises it
+        too, so a scenario catching exceptions cannot outlive the limit."""
+        self._expired = False
+        self._limit = limit
+        if limit is None:
+            yield
+            return
+        on_main = threading.current_thread() is threading.main_thread()
+        previous: Any = None
+
+        def alarm(_signum: int, _frame: object) -> None:
+            self._expire()
+            raise GlobalTimeout(self._timeout_message(limit))
+
+        if on_main:
+            previous = signal.signal(signal.SIGALRM, alarm)
+            signal.setitimer(signal.ITIMER_REAL, limit)
+            self._alarm_set = True
+        else:
+            self._deadline_timer = threading.Timer(limit, self._expire)
+            self._deadline_timer.daemon = True
+            self._deadline_timer.start()
+        try:
+            yield
+        finally:
+            self._cancel_deadline()
+            if on_main:
+                signal.signal(signal.SIGALRM, previous)
+
+    def _timeout_message(self, limit: float) -> str:
+        return f"global timeout: the scenario ran past {limit:g}s (--global-timeout)"
+
+    def run_script(
+        self, text: str, filename: str = "testScript", *, global_timeout: Duration | None = None
+    ) -> bool:
         """Run a scenario; write ``report.json`` and ``report.xml``; return success.
 
         The scenario's exceptions are caught and reported (a ``KeyboardInterrupt``
         is reported, then re-raised). ``sys.exit(0)`` in a scenario is a success.
+        ``global_timeout`` (default: the driver's ``global_timeout``, none if unset)
+        fails a scenario that runs longer, as NixOS's ``globalTimeout`` does.
         """
+        limit = optional_seconds(
+            global_timeout if global_timeout is not None else self.global_timeout,
+            "global timeout",
+        )
         self.subtests = []
         self._script = filename
         log_from = self.logger.mark()
@@ -295,11 +474,13 @@ class Driver:
         lines = text.splitlines(keepends=True)
         linecache.cache[filename] = (len(text), None, lines, filename)
         try:
-            with self.logger.nested(f"running {filename}"):
+            with self._deadline(limit), self.logger.nested(f"running {filename}"):
                 code = compile(text, filename, "exec")
                 scope = self.globals()
                 scope.update({"__name__": "__main__", "__file__": filename})
                 exec(code, scope)
+            if self._expired and limit is not None:
+                raise GlobalTimeout(self._timeout_message(limit))
         except SystemExit as exc:
             if exc.code not in (None, 0):
                 error = ErrorInfo(
@@ -309,7 +490,12 @@ class Driver:
             interrupted = exc
             error = ErrorInfo("KeyboardInterrupt", "interrupted", "", "error")
         except Exception as exc:
+            if self._expired and limit is not None and not isinstance(exc, GlobalTimeout):
+                exc = GlobalTimeout(f"{self._timeout_message(limit)}; then: {_describe(exc)}")
             error = _error_info(exc, filename)
+        if self._expired:
+            for machine in self.machines:  # commands still in flight in other threads
+                machine.release()
         duration = time.monotonic() - started
         success = error is None
         if error is not None:
@@ -447,6 +633,7 @@ class Driver:
 
     def release(self) -> None:
         """Close every machine's channel and the sync connection (nodes keep running)."""
+        self.serial_stdout_off()
         for machine in self.machines:
             machine.release()
         if self._sync is not None:
@@ -462,6 +649,54 @@ class Driver:
 @dataclass
 class _Failed:
     exc: Exception
+
+
+class _SerialFollower:
+    """Logs the new console lines of each machine twice a second (serial_stdout_on)."""
+
+    def __init__(self, machines: Sequence[Machine], logger: Logger) -> None:
+        self._machines = list(machines)
+        self._logger = logger
+        self._stop = threading.Event()
+        self._seen = {m.name: len(self._console(m)) for m in self._machines}
+        self._thread = threading.Thread(target=self._follow, name="nxc-serial", daemon=True)
+
+    @staticmethod
+    def _console(machine: Machine) -> str:
+        try:
+            return machine.get_console_log()
+        except Exception:  # a node without a console, or one being restarted
+            return ""
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _follow(self) -> None:
+        # Whole lines are logged as they come; a last line without its newline once
+        # it has stayed unchanged for one interval (a prompt, a line being written).
+        last_size = dict.fromkeys(self._seen, -1)
+        while not self._stop.wait(0.5):
+            for machine in self._machines:
+                text = self._console(machine)
+                seen = self._seen.get(machine.name, 0)
+                if len(text) < seen:
+                    seen = 0  # a new console
+                fresh = text[seen:]
+                complete, newline, rest = fresh.rpartition("\n")
+                if not newline:
+                    complete = ""
+                take = complete + newline
+                if rest and len(text) == last_size.get(machine.name):
+                    take = fresh
+                last_size[machine.name] = len(text)
+                if take:
+                    self._seen[machine.name] = seen + len(take)
+                    for line in take.splitlines():
+                        self._logger.info(line, node=machine.name, stream="serial")
 
 
 def _error_info(exc: BaseException, script: str | None = None) -> ErrorInfo:

@@ -29,6 +29,7 @@ import signal
 import subprocess
 import tempfile
 import threading
+import weakref
 from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
@@ -187,6 +188,8 @@ class LocalNodeControl:
 
     flavour = "local"
     capabilities = frozenset({Capability.POWER, Capability.CRASH, Capability.CONSOLE})
+    # Machine runs commands in /tmp on real nodes; a local node keeps its own directory
+    command_workdir: str | None = None
 
     def __init__(
         self,
@@ -201,6 +204,10 @@ class LocalNodeControl:
         self._owns_root = root is None
         self.root = Path(tempfile.mkdtemp(prefix=f"nxc-local-{name}-")) if root is None else root
         self.root.mkdir(parents=True, exist_ok=True)
+        # where Machine keeps a command's output while its background jobs finish
+        # (on real nodes: $TMPDIR or /tmp); private, removed by close()
+        self.command_tmpdir = tempfile.mkdtemp(prefix=f"nxc-local-{name}-out-")
+        weakref.finalize(self, shutil.rmtree, self.command_tmpdir, True)  # if never closed
         base = dict(os.environ if env is None else env)
         base.setdefault("NXC_NODE", name)
         self.env = base
@@ -270,5 +277,6 @@ class LocalNodeControl:
     def close(self) -> None:
         """Stop the node and remove its working directory if this object created it."""
         self._stop("closed")
+        shutil.rmtree(self.command_tmpdir, ignore_errors=True)
         if self._owns_root:
             shutil.rmtree(self.root, ignore_errors=True)

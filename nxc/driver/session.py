@@ -24,7 +24,14 @@ if TYPE_CHECKING:
 def machines_of(current: RunningDeployment) -> list[Machine]:
     controls = current.nodes()
     return [
-        Machine(node.name, node.role, node.index, controls[node.name], log)
+        Machine(
+            node.name,
+            node.role,
+            node.index,
+            controls[node.name],
+            log,
+            ssh_argv=current.ssh_argv(node.name) if node.ssh_host is not None else None,
+        )
         for node in current.deployment.nodes
     ]
 

@@ -28,14 +28,13 @@ def banner(driver: Driver) -> str:
     lines = ["nxc driver shell: Ctrl-D to leave (the nodes keep running)."]
     if not driver.machines:
         lines.append("no nodes")
+    aliases = {machine.name: alias for alias, machine in driver.role_aliases().items()}
     for role, machines in driver.roles.items():
         names = ", ".join(python_name(m.name) for m in machines)
-        lines.append(f"  {role} ({len(machines)}): {names}")
-    others = sorted(
-        key
-        for key in driver.globals()
-        if key not in {python_name(m.name) for m in driver.machines} and key != "machine"
-    )
+        alias = aliases.get(machines[0].name) if len(machines) == 1 else None
+        lines.append(f"  {role} ({len(machines)}): {names}" + (f" (or {alias})" if alias else ""))
+    hidden = {python_name(m.name) for m in driver.machines} | set(aliases.values()) | {"machine"}
+    others = sorted(key for key in driver.globals() if key not in hidden)
     lines.append("also: " + ", ".join(others))
     if driver.machines:
         first = python_name(driver.machines[0].name)

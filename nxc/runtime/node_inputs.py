@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nxc.contracts.deployment import Deployment
+from nxc.expand import role_aliases
 
 INPUTS_VERSION = 1
 ENV, HOSTS, AUTHORIZED_KEYS, DEPLOYMENT, HOST_KEY = (
@@ -90,10 +91,16 @@ def render_hosts(deployment: Deployment) -> str:
         "127.0.0.1 localhost",
         "::1 localhost ip6-localhost ip6-loopback",
     ]
+    # A role with a single node is also reachable by its name (NixOS tests written for
+    # `server`/`client` machines run unchanged): "10.0.0.1 server1 server".
+    aliases: dict[str, list[str]] = {}
+    for alias, name in role_aliases((n.name, n.role) for n in deployment.nodes).items():
+        aliases.setdefault(name, []).append(alias)
     for node in deployment.nodes:
+        names = " ".join([node.name, *aliases.get(node.name, [])])
         for address in (node.ipv4, node.ipv6):
             if address:
-                lines.append(f"{address.split('/')[0]} {node.name}")
+                lines.append(f"{address.split('/')[0]} {names}")
     return "\n".join(lines) + "\n"
 
 

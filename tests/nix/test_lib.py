@@ -40,6 +40,21 @@ def test_node_names() -> None:
     assert eval_json('lib.nodeNames "x" 0') == []
 
 
+def test_role_names_with_underscores_give_host_names_with_hyphens() -> None:
+    from nxc.expand import host_name
+
+    assert eval_json('lib.nodeNames "my_server" 2') == ["my-server1", "my-server2"]
+    assert eval_json('lib.hostName "my_server"') == host_name("my_server") == "my-server"
+    assert eval_json('lib.isValidRoleName "my_server-2"') is True
+    assert eval_json('lib.isValidRoleName "My_server"') is False
+    assert eval_json('lib.isValidName "my_server"') is False  # compositions, flavours
+    assert eval_json("lib.nameClashes { my_server = 1; my-server = 1; }") == ["my-server1"]
+    assert eval_json('lib.splitNodeName [ "my_server" ] "my-server3"') == {
+        "role": "my_server",
+        "index": 3,
+    }
+
+
 def test_expand_nodes_matches_python_ordering() -> None:
     nodes = eval_json("lib.expandNodes { server = 1; client = 2; }")
     assert nodes == [
@@ -157,7 +172,7 @@ def test_topology_errors(topology: str, message: str) -> None:
     ("composition", "message"),
     [
         ("{ }", "`roles` must be a non-empty attribute set"),
-        ("{ roles.Bad = { }; }", "'Bad' is not a valid name"),
+        ("{ roles.Bad = { }; }", "'Bad' is not a valid role name"),
         ('{ roles.a = { quantity = "2"; }; }', "quantity must be a whole number"),
         ("{ roles.a = { quantity = 5000; }; }", "quantity 5000 is out of range"),
         ("{ roles.a = { resources.memory_mb = 10; }; }", "resources.memory_mb must be"),

@@ -106,7 +106,9 @@ def test_succeed_failure_names_node_command_status_and_output(make: MakeMachine)
     assert (err.node, err.status) == ("node1", 3)
     assert err.command == "echo some output; echo oops >&2; exit 3"
     message = str(err)
-    assert message.startswith("node1: `echo some output; echo oops >&2; exit 3` failed (status 3)")
+    assert message.startswith(
+        "node1: command `echo some output; echo oops >&2; exit 3` failed (exit code 3)"
+    )
     assert "some output" in message and "oops" in message
 
 
@@ -139,7 +141,7 @@ def test_pipefail_where_the_shell_has_it(make: MakeMachine) -> None:
 def test_fail_returns_output_and_raises_on_success(make: MakeMachine) -> None:
     node = make()
     assert node.fail("echo nope; exit 2") == "nope\n"
-    with pytest.raises(CommandFailed, match=r"node1: `true` unexpectedly succeeded \(status 0\)"):
+    with pytest.raises(CommandFailed, match=r"node1: command `true` unexpectedly succeeded"):
         node.fail("true")
 
 
@@ -159,7 +161,10 @@ def test_execute_timeout_kills_and_gives_124(make: MakeMachine) -> None:
 
 def test_succeed_timeout_says_so(make: MakeMachine) -> None:
     node = make()
-    with pytest.raises(CommandFailed, match=r"node1: `sleep 30` timed out after 0.5s"):
+    with pytest.raises(
+        CommandFailed,
+        match=r"node1: command `sleep 30` failed \(exit code 124: timed out after 0.5s\)",
+    ):
         node.succeed("sleep 30", timeout=0.5)
 
 
@@ -220,9 +225,8 @@ def test_wait_until_succeeds_timeout_reports_node_what_and_last_output(
     assert isinstance(err, WaitTimeout)
     assert err.node == "node1" and err.attempts >= 2
     message = str(err)
-    assert message.startswith(
-        "node1: timed out after 0.6s waiting for `echo still-not-ready; exit 1` to succeed"
-    )
+    assert message.startswith("node1: action timed out after ")
+    assert "(timeout=0.6) waiting for `echo still-not-ready; exit 1` to succeed" in message
     assert "still-not-ready" in message and "status 1" in message
 
 
@@ -239,7 +243,10 @@ def test_wait_for_file(make: MakeMachine) -> None:
     node = make()
     node.execute("sleep 0.2; mkdir -p d; touch d/f", check_output=False)
     node.wait_for_file("d/f", timeout=10)
-    with pytest.raises(WaitTimeout, match=r"node1: timed out after 0.3s waiting for file nowhere"):
+    expected = (
+        r"node1: action timed out after 0\.\d+ seconds \(timeout=0\.3\) waiting for file nowhere"
+    )
+    with pytest.raises(WaitTimeout, match=expected):
         node.wait_for_file("nowhere", timeout=0.3)
 
 

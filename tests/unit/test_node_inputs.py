@@ -87,7 +87,8 @@ def test_hosts_and_keys() -> None:
         "# written by nxc for deployment dep-1\n"
         "127.0.0.1 localhost\n"
         "::1 localhost ip6-localhost ip6-loopback\n"
-        "198.18.0.1 server1\nfd00::1 server1\n"
+        # server is the only node of its role: also reachable as "server"
+        "198.18.0.1 server1 server\nfd00::1 server1 server\n"
         "198.18.0.2 client1\n"
         "198.18.0.3 client2\nfd00::3 client2\n"
     )
