@@ -162,6 +162,19 @@ class Project:
                 continue
         return False
 
+    def marked_runtime_dirs(self) -> list[Path]:
+        """The runtime directories nxc made for this project that still exist (found by
+        their mark, e.g. to stop what a lost ledger no longer lists)."""
+        found = []
+        for base in {runtime_base_dir(), Path("/tmp")}:
+            with contextlib.suppress(OSError):
+                for directory in base.glob("nxc-*"):
+                    mark = directory / OWNED_MARK
+                    with contextlib.suppress(OSError):
+                        if mark.stat().st_uid == os.getuid() and self.owns(directory):
+                            found.append(directory)
+        return found
+
     def release_context(self, grace: float = 5.0) -> ReleaseContext:
         return ReleaseContext(owns=self.owns, grace=grace)
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from nxc.errors import NxcError, StartError, StateError
 from nxc.flavours.docker.transport import DockerExecTransport
+from nxc.runtime import ready
 from nxc.runtime.contract import Progress, RuntimeState
 from nxc.runtime.node import Capability, NodeControl
 from nxc.runtime.transport import Transport
@@ -423,48 +424,12 @@ def wait_all_ready(
     nodes: list[DockerNode], timeout: float, progress: Progress | None = None
 ) -> None:
     """Wait until every node's agent reports ready, or fail naming each late node."""
-    pending = {n.name: n for n in nodes}
-    failed: dict[str, str] = {}
-    total = len(nodes)
-
-    def check(_remaining: float) -> Attempt[bool]:
-        for name, node in list(pending.items()):
-            try:
-                state = node.poll_ready()
-            except StartError as exc:
-                failed[name] = str(exc).removeprefix(f"{name}: ")
-                del pending[name]
-                continue
-            if state.done:
-                del pending[name]
-                if progress:
-                    progress(f"{total - len(pending) - len(failed)}/{total} nodes ready")
-        if failed or not pending:
-            return Attempt.ok(True)
-        return Attempt.not_yet(", ".join(pending))
-
     try:
-        with contextlib.suppress(PollExpired):
-            # The followers do the reading: a check only looks at what they found.
-            poll("every node's ready line", check, timeout, first=0.005, longest=0.05)
+        # The followers do the reading: a check only looks at what they found.
+        ready.wait_all_ready(nodes, timeout, progress, first=0.005, longest=0.05)
     finally:
         for node in nodes:
             node.stop_following()
-    if not pending and not failed:
-        return
-    parts = []
-    for name, reason in failed.items():
-        node = next(n for n in nodes if n.name == name)
-        parts.append(f"{name}: {reason}\n--- console of {name} ---\n{node.console_tail(15)}")
-    for name, node in pending.items():
-        why = (
-            f"not ready when {next(iter(failed))} failed"
-            if failed
-            else (f"not ready after {timeout:.0f}s")
-        )
-        parts.append(f"{name}: {why}\n--- console of {name} ---\n{node.console_tail(15)}")
-    late = ", ".join([*failed, *pending])
-    raise StartError(f"nodes not ready: {late}\n" + "\n".join(parts))
 
 
 if TYPE_CHECKING:  # the driver's protocols, checked by mypy: drift breaks the build

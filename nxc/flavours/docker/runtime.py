@@ -40,7 +40,7 @@ from nxc.flavours.docker.node import (
 from nxc.fsutil import atomic_write, private_dir
 from nxc.ledger import Kind, Resource, process_start_time
 from nxc.parallel import each, fan_out
-from nxc.project import OWNED_MARK, Project, runtime_base_dir
+from nxc.project import Project
 from nxc.runtime import node_inputs
 from nxc.runtime.contract import (
     HostService,
@@ -676,7 +676,7 @@ class DockerRuntime(RuntimeBase):
             objects = self._labelled(project, daemon)
         known = {r.ident for r in daemons_found if r.kind == "dockerd"}
         relays: list[Resource] = []
-        for directory in _marked_runtime_dirs(project):
+        for directory in project.marked_runtime_dirs():
             directories.append(Resource("path", str(directory), "runtime directory"))
             for pid in _processes_under(directory, {"socat"}):
                 relays.append(
@@ -815,20 +815,6 @@ def _wait_created(api: Any, name: str) -> None:
         poll(f"container {name} to be created", created, CREATE_WAIT)
     except PollExpired as exc:
         raise NxcError(f"{exc} (its name stays taken on the daemon)") from None
-
-
-def _marked_runtime_dirs(project: Project) -> list[Path]:
-    import os
-
-    found = []
-    for base in {runtime_base_dir(), Path("/tmp")}:
-        with contextlib.suppress(OSError):
-            for directory in base.glob("nxc-*"):
-                mark = directory / OWNED_MARK
-                with contextlib.suppress(OSError):
-                    if mark.stat().st_uid == os.getuid() and project.owns(directory):
-                        found.append(directory)
-    return found
 
 
 def _processes_under(root: Path, names: set[str]) -> list[int]:

@@ -38,7 +38,8 @@ from nxc.flavours.vm_ramdisk.qemu import (
 from nxc.flavours.vm_ramdisk.qmp import qmp_command
 from nxc.ledger import Ledger, Resource, process_start_time
 from nxc.parallel import each
-from nxc.project import OWNED_MARK, Project, runtime_base_dir
+from nxc.project import Project
+from nxc.runtime import ready
 from nxc.runtime.contract import (
     HostService,
     Progress,
@@ -330,42 +331,8 @@ def start_vde_switch(vde_switch: str, switch_dir: Path, log_dir: Path, ledger: L
 
 def wait_all_ready(nodes: list[VmNode], timeout: float, progress: Progress | None = None) -> None:
     """Wait until every node's agent reports ready, or fail naming each late node."""
-    pending = {n.name: n for n in nodes}
-    failed: dict[str, str] = {}
-    total = len(nodes)
-
-    def check(_remaining: float) -> Attempt[bool]:
-        for name, node in list(pending.items()):
-            try:
-                state = node.poll_ready()
-            except StartError as exc:
-                failed[name] = str(exc).removeprefix(f"{name}: ")
-                del pending[name]
-                continue
-            if state.done:
-                del pending[name]
-                if progress:
-                    progress(f"{total - len(pending) - len(failed)}/{total} nodes ready")
-        if failed or not pending:
-            return Attempt.ok(True)
-        return Attempt.not_yet(", ".join(pending))
-
-    with contextlib.suppress(PollExpired):
-        poll("every node's ready line", check, timeout)
-    if not pending and not failed:
-        return
-    parts = []
-    for name, reason in failed.items():
-        node = next(n for n in nodes if n.name == name)
-        parts.append(f"{name}: {reason}\n--- console of {name} ---\n{node.console_tail(15)}")
-    for name, node in pending.items():
-        parts.append(
-            f"{name}: not ready after {timeout:.0f}s\n"
-            f"--- console of {name} ---\n{node.console_tail(15)}"
-        )
-    late = ", ".join([*failed, *pending])
-    where = nodes[0].files.console_log.parent
-    raise StartError(f"nodes not ready: {late} (console logs in {where})\n" + "\n".join(parts))
+    logs = f"console logs in {nodes[0].files.console_log.parent}" if nodes else ""
+    ready.wait_all_ready(nodes, timeout, progress, logs=logs)
 
 
 class VmRamdiskRuntime(RuntimeBase):
@@ -542,7 +509,7 @@ class VmRamdiskRuntime(RuntimeBase):
                             entry.get("start_time"),
                         )
                     )
-        for directory in _marked_runtime_dirs(project):
+        for directory in project.marked_runtime_dirs():
             for pid, start in _processes_naming(directory, {*QEMU_EXECUTABLES, "vde_switch"}):
                 found.append(Resource("process", str(pid), f"process using {directory}", start))
             found.append(Resource("path", str(directory), "runtime directory"))
@@ -570,18 +537,6 @@ def _guest_ports(ctx: RuntimeContext) -> dict[str, int]:
     return {
         name: GUEST_SERVICE_FIRST_PORT + number for number, name in enumerate(sorted(ctx.services))
     }
-
-
-def _marked_runtime_dirs(project: Project) -> list[Path]:
-    found = []
-    for base in {runtime_base_dir(), Path("/tmp")}:
-        with contextlib.suppress(OSError):
-            for directory in base.glob("nxc-*"):
-                mark = directory / OWNED_MARK
-                with contextlib.suppress(OSError):
-                    if mark.stat().st_uid == os.getuid() and project.owns(directory):
-                        found.append(directory)
-    return found
 
 
 def _processes_naming(directory: Path, executables: set[str]) -> list[tuple[int, int | None]]:
