@@ -43,12 +43,19 @@ class SequentialHandoff(Handoff):
         argv = [
             "ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
             "-o", f"UserKnownHostsFile={settings.known_hosts[0]}", "-o", "ConnectTimeout=5",
+            # a session opened just before the node kexecs would hang (no RST comes)
+            "-o", "ServerAliveInterval=2", "-o", "ServerAliveCountMax=3",
         ]  # fmt: skip
         if settings.config:
             argv += ["-F", str(settings.config[0])]
         if root:
             argv += ["-i", str(settings.identity[0]), "-l", "root"]
-        done = subprocess.run([*argv, target.fqdn, command], capture_output=True, text=True)
+        try:
+            done = subprocess.run(
+                [*argv, target.fqdn, command], capture_output=True, text=True, timeout=60
+            )
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"{target.fqdn}: {command[:40]}: no answer in 60 s") from None
         if done.returncode != 0:
             raise RuntimeError(f"{target.fqdn}: {command[:40]}: {done.stderr.strip()[-200:]}")
         return done.stdout
