@@ -69,6 +69,7 @@ class Rehearsal:
 
     directory: Path
     env: dict[str, str]
+    shared: Path  # mounted by every node at the same path (the NFS home)
 
     def control(
         self, path: str, payload: dict[str, Any] | None = None, method: str | None = None
@@ -111,11 +112,15 @@ def _exports(text: str) -> dict[str, str]:
 def rehearsal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rehearsal]:
     """3 rehearsal nodes for the whole session, brought up and down by the real CLI."""
     directory = tmp_path_factory.mktemp("rehearsal") / "testbed"
+    # the nodes mount this at the same path (the NFS home): nxc start --push shared
+    shared = tmp_path_factory.mktemp("rehearsal-home")
+    shared.chmod(0o755)  # the nodes' user reads it (files here are root's; on Grid'5000, hers)
     result = run_nxc(
-        "g5k", "rehearsal", "up", "--nodes", "3", "--config-dir", str(directory), timeout=900
-    )
+        "g5k", "rehearsal", "up", "--nodes", "3", "--config-dir", str(directory),
+        "--shared-dir", str(shared), timeout=900,
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    testbed = Rehearsal(directory, _exports((directory / "env").read_text()))
+    testbed = Rehearsal(directory, _exports((directory / "env").read_text()), shared)
     assert len(testbed.processes()) == 5  # daemon, switch, 3 VMs
     try:
         yield testbed

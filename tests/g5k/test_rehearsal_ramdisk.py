@@ -188,10 +188,16 @@ def test_a_node_that_never_comes_back_then_retry_failed(
     manifest = tmp_path / "manifest.json"
     _manifest_with_bad_role(built_g5k, manifest, bad=True)
     began = time.monotonic()
+    # kernels and initrds through the shared home this time (copied once, not pushed)
     failed = run_nxc(
-        "start", "-m", str(manifest), "--timeout", TIMEOUT, cwd=built_g5k, env=env, timeout=1200
-    )
+        "start", "-m", str(manifest), "--timeout", TIMEOUT,
+        "--push", "shared", "--shared-dir", str(rehearsal.shared / "nxc"),
+        cwd=built_g5k, env=env, timeout=1200,
+    )  # fmt: skip
     took = time.monotonic() - began
+    assert "(shared with the nodes)" in failed.stderr
+    # both roles boot the same selftest kernel + initrd: one copy for the three nodes
+    assert len(list((rehearsal.shared / "nxc").glob("*-initrd"))) == 1
     assert failed.returncode == 1
     assert "1 of 3 nodes failed: odd1" in failed.stderr
     assert "odd1 (paravance-" in failed.stderr
