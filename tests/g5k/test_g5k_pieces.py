@@ -227,3 +227,54 @@ def test_how_nodes_reach_the_host_services() -> None:
     # through a jump host the node cannot reach this machine: no listener is guessed
     _note_reach(reach, "node2", "127.0.0.1", "access.grid5000.fr", facts)
     assert reach["jump"] == "access.grid5000.fr" and "node2" not in reach["nodes"]
+
+
+def _context(tmp_path: Path, manifest: Manifest) -> Any:
+    from nxc.flavours.g5k_ramdisk.runtime import G5kRamdiskRuntime
+    from nxc.ledger import Ledger
+    from nxc.project import Project
+    from nxc.runtime.contract import RuntimeContext, RuntimeState
+
+    said: list[str] = []
+    ctx = RuntimeContext(
+        project=Project(tmp_path),
+        manifest=manifest,
+        options=FlavourOptions("g5k-ramdisk", {}),
+        ledger=Ledger(tmp_path / "ledger.jsonl"),
+        runtime_dir=tmp_path,
+        run_dir=tmp_path,
+        host_keys={},
+        client_key=tmp_path / "id",
+        state=RuntimeState(tmp_path / "runtime.json", "g5k-ramdisk"),
+        progress=said.append,
+    )
+    return G5kRamdiskRuntime(), ctx, said
+
+
+def test_sync_service_address_and_endpoints(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from nxc.runtime.contract import HostService
+
+    plan_, manifest = deployment(tmp_path)
+    runtime, ctx, said = _context(tmp_path, manifest)
+    service = HostService("sync", tmp_path / "sock", ("127.0.0.1", 4242))
+    ctx.node_inputs = {"server1": {"sync": tmp_path / "s1"}}
+    seen = {"server1": "10.0.2.2", "client1": "10.0.2.2"}
+    ctx.state.save({"reach": {"listen": ["127.0.0.1"], "nodes": seen, "jump": None}})
+    assert runtime.service_address(ctx, plan_) == "127.0.0.1"
+    assert runtime.node_endpoint(ctx, plan_, "server1", service) == ("10.0.2.2", 4242)
+    # a node that failed before its probe: where the others see this machine
+    assert runtime.node_endpoint(ctx, plan_, "client2", service) == ("10.0.2.2", 4242)
+    assert runtime._private_inputs(ctx, ctx.state.load()) == ctx.node_inputs
+
+    # through a jump host: the service only on loopback, no sync input for the nodes
+    ctx.state.save({"reach": {"listen": [], "nodes": {}, "jump": "access.grid5000.fr"}})
+    assert runtime.service_address(ctx, plan_) == "127.0.0.1"
+    assert "cannot reach the sync service" in said[-1]
+    assert runtime._private_inputs(ctx, ctx.state.load()) == {}
+    # ... and a role that waits on the service is refused in one line
+    client = replace(manifest.roles["client"], start_after=[{"state": "up", "count": 1}])
+    ctx.manifest = replace(manifest, roles={**manifest.roles, "client": client})
+    with pytest.raises(StartError, match=r"role\(s\) client have start_after.*frontend"):
+        runtime.service_address(ctx, plan_)
