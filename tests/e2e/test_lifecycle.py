@@ -82,9 +82,9 @@ def ledger_count(path: Path) -> int:
 def test_too_little_memory_for_the_image_is_one_line(built_selftest: Path) -> None:
     """Memory sized from the built image (issue 12, item 5): below it, one line naming the
     role and the size needed, before any VM runs out of memory while unpacking."""
-    result = run_nxc("start", "-r", "node=1", "--memory", "node=100", cwd=built_selftest)
+    result = run_nxc("start", "-r", "node=1", "--memory", "node=30", cwd=built_selftest)
     assert result.returncode == 1
-    assert "role node: 100 MiB (the VM's memory) is too little to boot its image" in (result.stderr)
+    assert "role node: 30 MiB (the VM's memory) is too little to boot its image" in (result.stderr)
     assert "give --memory node=" in result.stderr and "Traceback" not in result.stderr
     project = Project(built_selftest)
     assert not project.deployment_file.exists()

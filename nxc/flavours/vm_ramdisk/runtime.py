@@ -47,7 +47,7 @@ from nxc.runtime.contract import (
     RuntimeContext,
     RuntimeState,
 )
-from nxc.runtime.memory import boot_memory_mb, check_memory
+from nxc.runtime.memory import boot_memory_mb, check_memory, least_memory_mb
 from nxc.runtime.node import Capability
 from nxc.runtime.options import FlavourOptions, Option
 from nxc.runtime.transport import Transport
@@ -436,7 +436,13 @@ class VmRamdiskRuntime(RuntimeBase):
                 "memory", node.role, role.memory_mb or max(DEFAULT_MEMORY_MB, needed)
             )
             check_memory(
-                node.role, memory, needed, "the VM's memory", f"give --memory {node.role}={needed}"
+                node.role,
+                memory,
+                needed,
+                least_memory_mb(role.kernel, role.initrd),
+                "the VM's memory",
+                f"give --memory {node.role}={needed}",
+                ctx.say,
             )
             cpus = ctx.options.get("cpus", node.role, role.cpus or DEFAULT_CPUS)
             assert node.ssh_port is not None
