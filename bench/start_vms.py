@@ -34,12 +34,16 @@ def timed_nxc_start(project: Path, keep: Path) -> tuple[float, dict[str, Any]]:
     document = json.loads(Project(project).runtime_file.read_text())
     runtime: dict[str, Any] = document["state"]
     # Keep the inputs the QEMU commands read, for the baseline to reuse.
+    # (every regular file: the deployment, host keys, input files, the nodes' sync
+    # inputs; not the sockets, which the baseline has no service behind)
     run_dir = Path(runtime["runtime_dir"])
-    for item in run_dir.iterdir():
-        if item.name == "deployment.json" or item.name.endswith(".hostkey"):
-            shutil.copy(item, keep / item.name)
-        elif item.name.endswith(".inputs"):
-            shutil.copytree(item, keep / item.name)
+
+    def not_files(directory: str, names: list[str]) -> list[str]:
+        return [
+            n for n in names if not (Path(directory, n).is_file() or Path(directory, n).is_dir())
+        ]
+
+    shutil.copytree(run_dir, keep, ignore=not_files, dirs_exist_ok=True)
     nxc("stop", cwd=project)
     return elapsed, runtime
 
@@ -104,7 +108,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="nxc-bench-inputs-") as keep:
         for _ in range(rounds):
             for old in Path(keep).iterdir():
-                old.unlink()
+                if old.is_dir():
+                    shutil.rmtree(old)
+                else:
+                    old.unlink()
             elapsed, runtime = timed_nxc_start(project, Path(keep))
             accel = runtime["accel"]
             nxc_times.append(elapsed)
