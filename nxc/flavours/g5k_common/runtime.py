@@ -4,7 +4,8 @@ ledger resources, ``status`` and ``extend``.
 
 A flavour subclass says which OAR job types it needs and how its nodes get to a
 state where the handoff can run (:meth:`G5kRuntimeBase.prepare_nodes`): g5k-ramdisk
-takes them as Grid'5000 gives them (standard environment, ``sudo-g5k``), g5k-image
+takes them as Grid'5000 gives them (standard environment, ``sudo-g5k``) or, in a
+``deploy`` job, first deploys a standard environment with the client key; g5k-image
 first deploys its image through the API's deployments endpoint.
 """
 
