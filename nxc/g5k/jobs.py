@@ -44,6 +44,7 @@ class JobState:
     scheduled_at: int | None
     nodes: tuple[str, ...]
     message: str = ""
+    types: tuple[str, ...] = ()  # OAR job types ("deploy": root only after a deployment)
 
     @classmethod
     def from_api(cls, ref: JobRef, attrs: dict[str, Any]) -> JobState:
@@ -61,6 +62,7 @@ class JobState:
             scheduled_at=int(scheduled) if scheduled else None,
             nodes=nodes,
             message=str(attrs.get("message") or ""),
+            types=tuple(str(t) for t in attrs.get("types") or ()),
         )
 
     def summary(self, now: float) -> str:

@@ -110,6 +110,38 @@ PUSH_OPTIONS: tuple[Option, ...] = (
     ),
 )
 
+# Kadeploy through the deployments endpoint: g5k-image's role images, and the standard
+# environment g5k-ramdisk deploys first in a deploy job.
+DEPLOY_OPTIONS: tuple[Option, ...] = (
+    Option(
+        "deploy-timeout",
+        "Seconds to wait for Kadeploy's deployments (retries included).",
+        type="float",
+        default=1800.0,
+        minimum=1,
+        metavar="SECONDS",
+    ),
+    Option(
+        "deploy-retries",
+        "How many times nodes that Kadeploy reports KO are deployed again.",
+        type="int",
+        default=2,
+        minimum=0,
+    ),
+)
+
+DEFAULT_STDENV = "debian12-min"
+STDENV_OPTIONS: tuple[Option, ...] = (
+    Option(
+        "deploy-env",
+        "In a deploy job (--job-type deploy): the Grid'5000 environment deployed first, with "
+        "the deployment's key for root, before the kexec (it needs kexec-tools).",
+        default=DEFAULT_STDENV,
+        metavar="NAME",
+    ),
+    *DEPLOY_OPTIONS,
+)
+
 IMAGE_OPTIONS: tuple[Option, ...] = (
     Option(
         "publish",
@@ -127,14 +159,6 @@ IMAGE_OPTIONS: tuple[Option, ...] = (
         metavar="ADDRESS",
     ),
     Option(
-        "deploy-timeout",
-        "Seconds to wait for Kadeploy's deployments (retries included).",
-        type="float",
-        default=1800.0,
-        minimum=1,
-        metavar="SECONDS",
-    ),
-    Option(
         "public-dir",
         "Directory served over http(s) where images are published (default: "
         "$NXC_G5K_PUBLIC_DIR, else ~/public).",
@@ -146,11 +170,5 @@ IMAGE_OPTIONS: tuple[Option, ...] = (
         "http://public.<site>.grid5000.fr/~<user>).",
         metavar="URL",
     ),
-    Option(
-        "deploy-retries",
-        "How many times nodes that Kadeploy reports KO are deployed again.",
-        type="int",
-        default=2,
-        minimum=0,
-    ),
+    *DEPLOY_OPTIONS,
 )

@@ -4,7 +4,8 @@ ledger resources, ``status`` and ``extend``.
 
 A flavour subclass says which OAR job types it needs and how its nodes get to a
 state where the handoff can run (:meth:`G5kRuntimeBase.prepare_nodes`): g5k-ramdisk
-takes them as Grid'5000 gives them (standard environment, ``sudo-g5k``), g5k-image
+takes them as Grid'5000 gives them (standard environment, ``sudo-g5k``) or, in a
+``deploy`` job, first deploys a standard environment with the client key; g5k-image
 first deploys its image through the API's deployments endpoint.
 """
 
@@ -33,7 +34,7 @@ from nxc.flavours.g5k_common.reservation import (
 )
 from nxc.flavours.g5k_common.settings import G5kSettings, resolve_settings
 from nxc.flavours.g5k_common.stdenv import Nic, NodeFacts
-from nxc.g5k import JobRef, Reserver
+from nxc.g5k import JobRef, JobState, Reserver
 from nxc.g5k.errors import G5kError
 from nxc.ledger import Kind, Resource
 from nxc.project import Project
@@ -51,6 +52,7 @@ from nxc.transports.ssh import SshFleet, SshSettings, resolve
 STD_CONNECT_TIMEOUT = 15.0
 STD_RETRY = 180.0  # nodes just handed out may still be booting their standard environment
 ROLE_CONNECT_TIMEOUT = 5.0
+DEPLOYED_RETRY = 120.0  # a node Kadeploy reported OK may still be starting its sshd
 
 
 def config_file(settings: G5kSettings) -> str | None:
@@ -72,6 +74,35 @@ def std_settings(settings: G5kSettings, retry_for: float = STD_RETRY) -> SshSett
         connect_timeout=STD_CONNECT_TIMEOUT,
         retry_for=retry_for,
     )
+
+
+def deployed_settings(
+    project: Project, settings: G5kSettings, retry_for: float = DEPLOYED_RETRY
+) -> SshSettings:
+    """ssh to a system Kadeploy deployed: root with the deployment's key (given to
+    Kadeploy), the node's own host key (kept by Grid'5000's postinstall)."""
+    return SshSettings(
+        settings.known_hosts,
+        config=settings.ssh_config or (),
+        user="root",
+        identity=project.keys_dir / "id_ed25519",
+        connect_timeout=STD_CONNECT_TIMEOUT,
+        retry_for=retry_for,
+    )
+
+
+def deploy_job(jobs: Sequence[JobState]) -> bool:
+    """Whether the nodes come in ``deploy`` jobs (root only once an environment is
+    deployed on them) rather than as Grid'5000 gives them (root through ``sudo-g5k``).
+    From the jobs' own types: a job reused by name or attached with --job says which."""
+    deploy = sorted(str(j.ref) for j in jobs if "deploy" in j.types)
+    other = sorted(str(j.ref) for j in jobs if "deploy" not in j.types)
+    if deploy and other:
+        raise StartError(
+            f"job(s) {', '.join(deploy)} are deploy jobs and {', '.join(other)} are not: "
+            "use jobs of the same kind on every site"
+        )
+    return bool(deploy)
 
 
 def role_settings(project: Project, ssh_config: Sequence[str]) -> SshSettings:
@@ -169,6 +200,7 @@ class G5kRuntimeBase(RuntimeBase):
             ledger_extra={"config_file": config_file(settings)},
         )
         state["jobs"] = [str(st.ref) for st in reserved.jobs]
+        state["deploy_job"] = deploy_job(reserved.jobs)
         state["timings"]["reserve"] = time.monotonic() - began
         state["nodes"] = {
             n.name: {"fqdn": reserved.fqdn[n.name], "role": n.role, "state": "reserved"}
@@ -182,7 +214,8 @@ class G5kRuntimeBase(RuntimeBase):
         began = time.monotonic()
         facts, errors = self.prepare_nodes(ctx, reserved.deployment, reserved.fqdn, settings)
         # prepare_nodes may have saved its own facts (g5k-image: what it published)
-        state = {**ctx.state.load(), **{k: state[k] for k in ("nodes", "jobs", "timings")}}
+        keep = ("nodes", "jobs", "timings", "deploy_job")
+        state = {**ctx.state.load(), **{k: state[k] for k in keep}}
         state["timings"]["prepare"] = time.monotonic() - began
         if not facts:
             raise StartError(_failure_text("no node could be prepared", reserved.fqdn, errors))

@@ -68,8 +68,8 @@ class NodeFacts:
         if self.sudo:
             return f"{self.sudo} "
         raise StartError(
-            f"{self.fqdn}: not root and no sudo-g5k there (in a deploy job only a deployed "
-            "environment gives root: use the g5k-image flavour, or reserve without 'deploy')"
+            f"{self.fqdn}: not root and no sudo-g5k there (a deploy job gives root only "
+            "after a deployment: reserve with --job-type deploy, or without 'deploy')"
         )
 
     def experiment_nic(self, wanted: str | None) -> Nic:

@@ -39,6 +39,11 @@ class Batch:
     ko: dict[str, str] = field(default_factory=dict)  # FQDN -> why
     attempts: int = 0
     uid: str | None = None  # the running deployment
+    label: str = ""  # how progress names the batch (default: "role ROLE")
+
+    @property
+    def what(self) -> str:
+        return self.label or f"role {self.role}"
 
 
 class Kadeploy:
@@ -57,7 +62,7 @@ class Kadeploy:
     def submit(self, batch: Batch, key: str) -> None:
         payload = {"nodes": list(batch.pending), "environment": batch.environment, "key": key}
         created = call(
-            f"site {batch.site}: deploying role {batch.role}",
+            f"site {batch.site}: deploying {batch.what}",
             lambda: self._site(batch.site).deployments.create(payload),
         )
         batch.uid = str(created.uid)
@@ -65,7 +70,7 @@ class Kadeploy:
         self.ledger.record(
             DEPLOYMENT_KIND,
             f"{batch.site}/{batch.uid}",
-            f"Kadeploy deployment {batch.uid} (role {batch.role})",
+            f"Kadeploy deployment {batch.uid} ({batch.what})",
             self.owner,
             site=batch.site,
             uid=batch.uid,
@@ -86,21 +91,22 @@ class Kadeploy:
         for batch in batches:
             self.submit(batch, key)
         began = time.monotonic()
-        seen: dict[str, str] = {}
+        seen: dict[int, str] = {}  # batch index -> its deployment and state
 
         def check(_remaining: float) -> Attempt[bool]:
-            running = [b for b in batches if b.uid is not None]
-            for batch in running:
+            for index, batch in enumerate(batches):
+                if batch.uid is None:
+                    continue
                 document = self.status(batch)
                 state = str(document.get("status"))
-                seen[batch.role] = f"{batch.uid} {state}"
+                seen[index] = f"{batch.uid} {state}"
                 if state not in DONE:
                     continue
                 self._conclude(batch, document)
                 if batch.ko and batch.attempts <= retries:
                     again = sorted(batch.ko)
                     self.say(
-                        f"Kadeploy: {len(again)} node(s) of role {batch.role} KO "
+                        f"Kadeploy: {len(again)} node(s) of {batch.what} KO "
                         f"({', '.join(again)}): deploying again "
                         f"({batch.attempts}/{retries} retries)"
                     )
@@ -109,7 +115,7 @@ class Kadeploy:
             waited = time.monotonic() - began
             self.say(
                 "Kadeploy: "
-                + ", ".join(f"role {b.role}: {seen.get(b.role, '?')}" for b in batches)
+                + ", ".join(f"{b.what}: {seen.get(i, '?')}" for i, b in enumerate(batches))
                 + f"; {sum(len(b.ok) for b in batches)} node(s) OK; waited {waited:.0f}s"
             )
             if all(b.uid is None for b in batches):

@@ -23,7 +23,7 @@ from typing import ClassVar
 from nxc.contracts import Deployment, Manifest
 from nxc.errors import ContractError
 from nxc.flavours.g5k_common.options import IMAGE_OPTIONS, RESERVATION_OPTIONS
-from nxc.flavours.g5k_common.runtime import G5kRuntimeBase, config_file
+from nxc.flavours.g5k_common.runtime import G5kRuntimeBase, config_file, deployed_settings
 from nxc.flavours.g5k_common.settings import G5kSettings
 from nxc.flavours.g5k_common.stdenv import NodeFacts, probe
 from nxc.flavours.g5k_image.kadeploy import DEPLOYMENT_KIND, Batch, DeploymentKind, Kadeploy
@@ -54,14 +54,7 @@ class G5kImageRuntime(G5kRuntimeBase):
     def source_settings(self, project: Project, settings: G5kSettings) -> SshSettings:
         """The deployed image's bootstrap system: root with the deployment's key (given
         to Kadeploy), the node's own host key (kept by Grid'5000's postinstall)."""
-        return SshSettings(
-            settings.known_hosts,
-            config=settings.ssh_config or (),
-            user="root",
-            identity=project.keys_dir / "id_ed25519",
-            connect_timeout=15,
-            retry_for=BOOTSTRAP_RETRY,
-        )
+        return deployed_settings(project, settings, retry_for=BOOTSTRAP_RETRY)
 
     def _publish_mode(
         self, ctx: RuntimeContext, settings: G5kSettings

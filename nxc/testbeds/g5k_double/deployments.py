@@ -52,6 +52,7 @@ class DeployRequest:
     key: str | None  # public key text given with the deployment
     endpoints: Mapping[str, SshEndpoint]  # bound nodes among ``nodes``
     cancelled: threading.Event  # set when the deployment is canceled
+    registered: str | None = None  # the environment's name, when one of the site's own
 
     def __hash__(self) -> int:
         return hash(self.uid)
@@ -236,6 +237,7 @@ class DeploymentTable:
             key=key_text,
             endpoints={n: bindings[n] for n in nodes if n in bindings},
             cancelled=deployment.cancelled,
+            registered=None if "://" in env_ref else env_ref.split("@", 1)[0],
         )
         self.items[(site.uid, deployment.uid)] = deployment
         deployment.worker = threading.Thread(

@@ -9,6 +9,11 @@ Grid'5000's postinstall, the node's own ssh host key and network settings — is
 handed over as a ``/kadeploy`` tree in an archive appended to the initrd. The node
 counts as deployed (OK) once it answers ssh as root with its own host key and a new
 boot id; otherwise KO.
+
+A registered environment (one of the site's own, such as ``debian12-min``: what
+g5k-ramdisk deploys in a deploy job) stands for the node's standard environment:
+the node reboots into it (a new boot id) and the deployment's key is added to
+root's ``authorized_keys``, as Kadeploy would leave it.
 """
 
 from __future__ import annotations
@@ -94,10 +99,17 @@ class KexecDeployer:
         return kernel, initrd
 
     def __call__(self, request: DeployRequest) -> Mapping[str, bool]:
-        kernel, initrd = self._boot_files(request.environment)
-        outcomes = fan_out(
-            lambda fqdn: self._deploy(fqdn, kernel, initrd, request), request.nodes, workers=64
-        )
+        if request.registered is not None:
+            outcomes = fan_out(
+                lambda fqdn: self._deploy_registered(fqdn, request), request.nodes, workers=64
+            )
+        else:
+            kernel, initrd = self._boot_files(request.environment)
+            outcomes = fan_out(
+                lambda fqdn: self._deploy(fqdn, kernel, initrd, request),
+                request.nodes,
+                workers=64,
+            )
         result = {}
         for outcome in outcomes:
             if outcome.error is not None:
@@ -154,6 +166,27 @@ class KexecDeployer:
                 if load.status != 0:
                     raise RuntimeError(f"kexec -l: {load.stderr.decode(errors='replace')[-200:]}")
             return self._wait_deployed(fqdn, facts.boot_id, request)
+
+    def _deploy_registered(self, fqdn: str, request: DeployRequest) -> bool:
+        """The standard environment, rebooted, with the deployment's key for root."""
+        vm = self.vms[fqdn]
+        key = (request.key or "").strip()
+        if not key or "\n" in key:
+            raise ValueError("the deployment gives no single public key")
+        with self.locks[fqdn]:
+            old_boot = vm.boot_id
+            vm.reset()
+            new_boot = vm.wait_ready(180)
+            if request.cancelled.is_set() or new_boot == old_boot:
+                return False
+            with SshTransport(fqdn, self.settings()) as node:
+                added = node.run(
+                    f"printf '%s\\n' {shlex.quote(key)} >> /root/.ssh/authorized_keys", timeout=30
+                )
+                if added.status != 0:
+                    raise RuntimeError(f"authorized_keys: {added.stderr.decode(errors='replace')}")
+        self.log(f"deployment {request.uid}: {fqdn}: {request.registered} deployed")
+        return True
 
     def _wait_deployed(self, fqdn: str, old_boot: str, request: DeployRequest) -> bool:
         deadline = time.monotonic() + DEPLOY_TIMEOUT
