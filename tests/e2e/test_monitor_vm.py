@@ -113,9 +113,10 @@ def test_load_traffic_and_crash_are_in_the_stored_samples(cluster: VmCluster) ->
         bystander = stored.increase(
             "client1", "node_network_receive_bytes_total", since, nic, until=until
         )
-        # (iperf3 -n stops once the client has written that much: a few hundred kB may
-        # still be in flight when the server closes, so the receiver may count less.)
-        assert sent >= TRAFFIC and got >= 0.95 * TRAFFIC, (sent, got)
+        # (iperf3 -n stops once the client has written that much into its socket: a few
+        # hundred kB may still sit in its buffers when the test ends and the connection is
+        # torn down, so both NICs may count a little less than the payload.)
+        assert sent >= 0.95 * TRAFFIC and got >= 0.95 * TRAFFIC, (sent, got)
         assert sent < 2 * TRAFFIC and got < 2 * TRAFFIC, (sent, got)
         assert bystander < TRAFFIC / 20, bystander
 
