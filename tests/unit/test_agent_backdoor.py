@@ -175,6 +175,13 @@ class Backdoor:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.agent.pid, signal.SIGKILL)
         self.agent.wait(timeout=10)
+        # Commands run in sessions of their own: one the agent left (its EXIT trap then
+        # waits for a FIFO reader that is gone) is found by its script's path.
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                with contextlib.suppress(OSError, ProcessLookupError):
+                    if str(self.state).encode() in (entry / "cmdline").read_bytes():
+                        os.kill(int(entry.name), signal.SIGKILL)
         self.chardev.stop()
         self.log.close()
 
