@@ -142,3 +142,21 @@ def built_g5k(tmp_path_factory: pytest.TempPathFactory) -> Path:
         result = run_nxc("build", "-f", flavour, "--offline", cwd=directory)
         assert result.returncode == 0, result.stderr
     return directory
+
+
+@pytest.fixture(autouse=True)
+def _stop_what_a_failed_test_left(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A rehearsal test that fails between its start and its stop leaves a deployment
+    (the sync service, a publishing HTTP server, a job): stop it so that later tests and
+    the session start clean. (A passing test has stopped it already: nothing to do.)"""
+    yield
+    from nxc.project import Project
+
+    projects = [n for n in ("built_g5k", "built_ramdisk") if n in request.fixturenames]
+    testbeds = [n for n in ("rehearsal", "one_node") if n in request.fixturenames]
+    if not projects or not testbeds:
+        return
+    project: Path = request.getfixturevalue(projects[0])
+    testbed: Rehearsal = request.getfixturevalue(testbeds[0])
+    if Project(project).current_dir.exists():
+        run_nxc("stop", cwd=project, env=testbed.env, timeout=300)
