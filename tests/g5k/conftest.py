@@ -108,7 +108,9 @@ def _exports(text: str) -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="session")
+# (package scope: the testbed's idle VMs cost CPU: they go when tests/g5k is done, not
+# at the end of the whole session)
+@pytest.fixture(scope="package")
 def rehearsal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rehearsal]:
     """3 rehearsal nodes for the whole session, brought up and down by the real CLI."""
     directory = tmp_path_factory.mktemp("rehearsal") / "testbed"

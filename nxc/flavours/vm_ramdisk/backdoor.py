@@ -351,6 +351,9 @@ class BackdoorTransport:
             if self._closed:
                 raise TransportError(f"{self.name}: backdoor transport is closed")
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            # connect() blocks while QEMU's listen backlog is full (it serves one client
+            # at a time): bounded like every other wait.
+            sock.settimeout(max(deadline - time.monotonic(), 0.5))
             try:
                 sock.connect(str(self.socket_path))
                 # End whatever partial request an earlier connection may have left in
@@ -366,6 +369,7 @@ class BackdoorTransport:
                     f"{exc.strerror or exc}"
                 ) from None
             else:
+                sock.settimeout(None)  # the connection's threads block on it
                 return sock
             remaining = deadline - time.monotonic()
             if remaining <= 0:
