@@ -310,7 +310,11 @@ def _after_launch(
 
         with clock.phase("netem"):
             say("applying the network topology")
-            apply_topology(session_from_running(current), topology)
+            netem_session = session_from_running(current)
+            try:
+                apply_topology(netem_session, topology)
+            finally:
+                netem_session.release()
             run.write_json("netem-topology.json", topology.to_dict())
     host = dict(run.load().get("host") or host_facts())
     host["accelerator"] = ctx.facts.get("accelerator")

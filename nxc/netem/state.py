@@ -52,6 +52,15 @@ class NetemSession:
         if self.applied_path is not None:
             self.applied_path.unlink(missing_ok=True)
 
+    def release(self) -> None:
+        """Close the channels to the nodes. A VM's backdoor serves one connection at a
+        time: a driver opened later in the same process (``nxc start -t``) could not
+        reach a node while these stay open."""
+        for machine in self.machines.values():
+            release = getattr(machine, "release", None)
+            if callable(release):
+                release()
+
 
 def session_from_running(current: RunningDeployment) -> NetemSession:
     """Machines over the running deployment's nodes, and its topologies."""
