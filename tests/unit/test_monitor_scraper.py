@@ -116,7 +116,10 @@ def test_crashed_node_leaves_a_gap_and_resumes(
     gaps = find_gaps(store.scrapes(), store.errors(), store.sessions())
     assert [g.node for g in gaps] == ["node2"]
     gap = gaps[0]
-    assert gap.last_ok is not None and gap.last_ok <= crashed_at <= gap.first_failure + 0.3
+    # (a scrape already in flight when crash() is called may still succeed and be
+    # stamped a moment after it)
+    assert gap.last_ok is not None and gap.last_ok <= crashed_at + 0.5
+    assert crashed_at <= gap.first_failure + 0.3
     assert gap.recovered is not None and gap.recovered > gap.first_failure
     assert gap.failures >= 3 and gap.kind in ("down", "unreachable")
     log = messages(cluster)
