@@ -19,18 +19,6 @@ RUNNING_MB = 128  # the system itself, once booted, at least
 FLOOR_MB = {"nixos": 1024, "selftest": 256}
 
 
-def boot_memory_mb(kernel: Path | None, initrd: Path | None, image_kind: str = "nixos") -> int:
-    """The memory (MiB) a node needs to boot this kernel + initrd, at least the floor
-    of the image kind."""
-    total = 0
-    for path, factor in ((kernel, 1), (initrd, 3)):
-        try:
-            total += factor * (path.stat().st_size if path is not None else 0)
-        except OSError:
-            continue
-    return max(FLOOR_MB.get(image_kind, 256), math.ceil(total / 2**20) + RUNNING_MB)
-
-
 def least_memory_mb(kernel: Path | None, initrd: Path | None) -> int:
     """Below this (MiB) the image surely cannot boot: the kernel, the compressed initrd
     and its unpacked copy (at least twice as large) do not fit."""
@@ -41,6 +29,12 @@ def least_memory_mb(kernel: Path | None, initrd: Path | None) -> int:
         except OSError:
             continue
     return math.ceil(total / 2**20)
+
+
+def boot_memory_mb(kernel: Path | None, initrd: Path | None, image_kind: str = "nixos") -> int:
+    """The memory (MiB) a node needs to boot this kernel + initrd (what it surely needs,
+    plus room for the system to run), at least the floor of the image kind."""
+    return max(FLOOR_MB.get(image_kind, 256), least_memory_mb(kernel, initrd) + RUNNING_MB)
 
 
 def check_memory(
