@@ -904,24 +904,22 @@ class Machine:
             self.logger.debug(f"copied {size} bytes", node=self._name)
 
     def _put(self, source: Path, target: str) -> None:
-        with self._lock:
-            transport = self._connected()
-        try:
-            transport.put(source, target)
-        except FileTransferError as err:
-            raise MachineError(f"{self._name}: copy failed: {err}") from None
-        except TransportError as err:
-            raise self._lost(transport, f"copy {source} to {target}", err) from err
+        self._transfer(f"copy {source} to {target}", lambda t: t.put(source, target))
 
     def _get(self, source: str, target: Path) -> None:
+        self._transfer(f"copy {source} from the node", lambda t: t.get(source, target))
+
+    def _transfer(self, what: str, copy: Callable[[Transport], None]) -> None:
+        """A file copy through the transport: refused by the node → MachineError; the
+        channel broke → ConnectionLost (as for commands)."""
         with self._lock:
             transport = self._connected()
         try:
-            transport.get(source, target)
+            copy(transport)
         except FileTransferError as err:
             raise MachineError(f"{self._name}: copy failed: {err}") from None
         except TransportError as err:
-            raise self._lost(transport, f"copy {source} from the node", err) from err
+            raise self._lost(transport, what, err) from err
 
     def _check(self, command: str, what: str, timeout: float = 600) -> str:
         result = self.run(command, timeout)
